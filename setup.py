@@ -1,5 +1,18 @@
 from configparser import ConfigParser
-import setuptools, shlex
+from pathlib import Path
+import setuptools, shlex, shutil
+from setuptools.command.build_py import build_py
+
+class build_py_with_resources(build_py):
+    "Also put the data manifest and the figure notebooks into built (non-editable) packages, so `neurocomp data` and `neurocomp reproduce` work from a wheel; an editable install reads them from the checkout."
+    def run(self):
+        super().run()
+        root, dest = Path(__file__).resolve().parent, Path(self.build_lib) / 'neurocomp' / 'resources'
+        dest.mkdir(parents=True, exist_ok=True)
+        if (root / 'data_manifest.yml').exists(): shutil.copyfile(root / 'data_manifest.yml', dest / 'data_manifest.yml')
+        if (root / 'nbs' / 'figures').is_dir():
+            (dest / 'figures').mkdir(exist_ok=True)
+            for nb in (root / 'nbs' / 'figures').glob('*.ipynb'): shutil.copyfile(nb, dest / 'figures' / nb.name)
 
 # nbdev 2 keeps package metadata in settings.ini; this reads it (the nbdev 2 template).
 config = ConfigParser(delimiters=['='])
@@ -39,6 +52,7 @@ setuptools.setup(
     long_description = open('README.md', encoding='utf-8').read(),
     long_description_content_type = 'text/markdown',
     zip_safe = False,
+    cmdclass = {'build_py': build_py_with_resources},
     entry_points = {
         'console_scripts': cfg.get('console_scripts','').split(),
         'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d']

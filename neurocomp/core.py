@@ -29,6 +29,10 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 # %% ../nbs/00_core.ipynb #a06eeb0e
+def _current_umask() -> int:
+    mask = os.umask(0o022); os.umask(mask)
+    return mask
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     "Yield a temporary path next to `path`; on success rename it onto `path`, on failure delete it."
@@ -40,6 +44,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp creates files readable by the owner only; give them the usual umask-based permissions
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)

@@ -1,0 +1,78 @@
+"""Mask-optimisation speed vs a plain forward+backward of the same CNN (Thibeau-Sutre 2020 masks).
+
+Prints mask iterations/s (one Adam update of a group mask on one image, as `optimize_mask` runs it) and plain
+training-step iterations/s (forward + cross-entropy backward through the weights, batch of 1) at the quick (8 mm,
+23x28x23, 4 blocks) and paper (1.5 mm, 121x145x121, 7 blocks) grids, on CPU and on CUDA when present.
+Goal: mask step <= 1.3x the plain step. Run: `python benchmarks/mask_benchmark.py [--paper-iters N]`.
+"""
+import argparse, time
+import numpy as np
+import torch
+from torch import nn
+from neurocomp.perturbation.classifier import ADClassifier
+from neurocomp.perturbation.masks import optimize_mask
+
+
+def plain_steps_per_second(model, x, iters, device):
+    model = model.to(device).train()
+    y = torch.ones(1, dtype=torch.long, device=device)
+    loss_fn = nn.CrossEntropyLoss()
+    def step(i):
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(x[i % len(x)][None, None].to(device)), y).backward()
+    step(0)  # warm-up
+    if device.type == "cuda": torch.cuda.synchronize()
+    t = time.perf_counter()
+    for i in range(iters): step(i)
+    if device.type == "cuda": torch.cuda.synchronize()
+    return iters / (time.perf_counter() - t)
+
+
+class AlwaysAD(nn.Module):
+    "Wrap the CNN so every image counts as correctly classified (the benchmark times steps, not decisions)."
+    def __init__(self, net): super().__init__(); self.net = net
+    def forward(self, x):
+        out = self.net(x)
+        return out + torch.tensor([0.0, 50.0], device=out.device) - out.detach()
+
+
+def mask_steps_per_second(model, x, iters, device):
+    wrapped = AlwaysAD(model).to(device).eval()
+    kw = dict(lambda1=1e-4, lambda2=1e-2, beta1=0.1, beta2=1.0, max_epochs=1, patience=10, device=device,
+              validation_images=x[:1])
+    optimize_mask(wrapped, x[:2], 1, **{**kw})  # warm-up
+    if device.type == "cuda": torch.cuda.synchronize()
+    t = time.perf_counter()
+    optimize_mask(wrapped, x[:iters], 1, **kw)  # one epoch = `iters` updates (+ one validation forward)
+    if device.type == "cuda": torch.cuda.synchronize()
+    return iters / (time.perf_counter() - t)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick-iters", type=int, default=40)
+    parser.add_argument("--paper-iters", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds (best of each kept)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    grids = {"quick 8 mm 23x28x23": dict(shape=(23, 28, 23), filters=(4, 8, 16, 32), sub_blocks=(1, 1, 2, 2), iters=args.quick_iters),
+             "paper 1.5 mm 121x145x121": dict(shape=(121, 145, 121), filters=None, sub_blocks=None, iters=args.paper_iters)}
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"{'grid':28s} {'device':6s} {'mask it/s':>10s} {'fwd+bwd it/s':>13s} {'mask/plain time':>16s}")
+    for name, g in grids.items():
+        kw = {} if g["filters"] is None else dict(filters=g["filters"], sub_blocks=g["sub_blocks"])
+        for device in devices:
+            iters = g["iters"] * (10 if device.type == "cuda" else 1)
+            model = ADClassifier(g["shape"], **kw)
+            x = torch.rand(iters, *g["shape"])
+            # alternate the two measurements and keep the best of each: robust to bursts of load from other processes
+            plain = mask = 0.0
+            for _ in range(args.rounds):
+                plain = max(plain, plain_steps_per_second(model, x, iters, device))
+                mask = max(mask, mask_steps_per_second(model, x, iters, device))
+            print(f"{name:28s} {device.type:6s} {mask:10.2f} {plain:13.2f} {plain / mask:15.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
