@@ -38,7 +38,7 @@ class AlwaysAD(nn.Module):
 
 def mask_steps_per_second(model, x, iters, device):
     wrapped = AlwaysAD(model).to(device).eval()
-    kw = dict(lambda1=1e-4, lambda2=1e-2, beta1=0.1, beta2=1.0, max_epochs=1, patience=10, device=device,
+    kw = dict(lambda1=1e-4, lambda2=1e-2, beta1=0.1, beta2=1.0, max_epochs=1, patience=10, device=device, only_correct=False,
               validation_images=x[:1])
     optimize_mask(wrapped, x[:2], 1, **{**kw})  # warm-up
     if device.type == "cuda": torch.cuda.synchronize()

@@ -172,7 +172,7 @@ def study_config(profile: str = "quick", **overrides) -> dict:
                      patience=5, batch_size=8, lr=1e-3, severity_scale=2.5),
         "quick": dict(resolution=4.0, coarsen=2, n_cn=30, n_ad=30, n_cn_second=16, n_ad_second=10, max_sessions=2, n_test=5,
                       n_folds=5, folds=(0, 1, 2), runs=3, filters=(4, 8, 16, 32), sub_blocks=(1, 1, 2, 2), dropout=0.3,
-                      epochs=8, patience=5, batch_size=8, lr=5e-4, severity_scale=2.0),
+                      epochs=20, patience=5, batch_size=8, lr=1e-3, severity_scale=3.0),
         "paper": dict(resolution=1.5, coarsen=1, n_cn=330, n_ad=336, n_cn_second=429, n_ad_second=76, max_sessions=None,
                       n_test=100, n_folds=5, folds=(0, 1, 2, 3, 4), runs=5, filters=DEFAULT_FILTERS, sub_blocks=DEFAULT_SUB_BLOCKS,
                       dropout=0.5, epochs=30, patience=5, batch_size=8, lr=1e-4, severity_scale=1.0),
