@@ -22,7 +22,8 @@ from .masks import (MaskResult, class_probabilities, correctly_classified, group
 __all__ = ['PAPER_MASK_SETTINGS', 'resolve_atlas', 'roi_densities', 'cosine_similarity', 'roi_similarity', 'top_rois',
            'prob_cnn_dissimilarity', 'score_against_truth', 'default_mask_settings', 'mask_schedule',
            'group_mask_images', 'study_group_mask', 'study_session_masks', 'pairwise_table', 'mean_pairwise',
-           'session_similarity', 'explanation_maps', 'hyperparameter_grid', 'grid_search_masks', 'plot_masks']
+           'session_similarity', 'runs_vs_folds_similarity', 'explanation_maps', 'hyperparameter_grid',
+           'grid_search_masks', 'plot_masks']
 
 # %% ../../nbs/43_mask_similarity.ipynb #5a86a7b4
 def _known_grids() -> list[Grid]:
@@ -265,6 +266,31 @@ def session_similarity(result: MaskResult, table: pd.DataFrame, model: nn.Module
                          "n_pairs": [len(intra), len(inter)],
                          # untouched masks are identical (similarity 1) but explain nothing: report how many there are
                          "n_empty_masks": int(sum(float(d.sum()) == 0 for d in dens))})
+
+# %% ../../nbs/43_mask_similarity.ipynb #3513b9eb
+def runs_vs_folds_similarity(study) -> tuple[pd.DataFrame, dict, dict]:
+    "Fig 6: mean similarity of group masks between folds (run 0) and between runs (first fold); also the masks."
+    config = study.config
+    def masks_of(keys):
+        out, skipped = {}, []
+        for fold, run in keys:
+            try: out[fold, run] = study_group_mask(study, fold, run)
+            except ValueError: skipped.append(f"{fold}-{run}")
+        return out, skipped
+    def mean_dissimilarity(keyed):
+        values = [prob_cnn_dissimilarity(keyed[a].mask, keyed[b].mask, study.models[a], group_mask_images(study, *a)[1],
+                                         study.models[b], group_mask_images(study, *b)[1])
+                  for a, b in itertools.combinations(keyed, 2)]
+        return float(np.mean(values)) if values else float("nan")
+    first = config["folds"][0]
+    folds, skipped_folds = masks_of([(f, 0) for f in config["folds"]])
+    runs, skipped_runs = masks_of([(first, r) for r in range(config["runs"])])
+    rows = []
+    for name, keyed, skipped in (("between folds", folds, skipped_folds), (f"between runs of fold {first}", runs, skipped_runs)):
+        rows.append({"comparison": name, "n_masks": len(keyed),
+                     "roi_similarity": mean_pairwise([m.mask for m in keyed.values()]) if len(keyed) > 1 else float("nan"),
+                     "prob_cnn_dissimilarity": mean_dissimilarity(keyed), "skipped": ", ".join(skipped)})
+    return pd.DataFrame(rows), {f: m for (f, _), m in folds.items()}, {r: m for (_, r), m in runs.items()}
 
 # %% ../../nbs/43_mask_similarity.ipynb #b4aa0f2c
 def explanation_maps(model: nn.Module, images: np.ndarray, mask: np.ndarray, atlas="aal2", grid: Grid | None = None,
