@@ -11,7 +11,7 @@ Prints, in one run:
 
 Numbers are ratios against a peer measured in the same run; on a shared machine absolute times vary with contention.
 """
-import argparse, os, resource, time, warnings
+import argparse, os, resource, time
 import numpy as np
 
 
@@ -34,11 +34,9 @@ def main():
     import numba
     if args.threads: numba.set_num_threads(args.threads)
     cores = numba.get_num_threads()
-    import statsmodels.api as sm
     from neurocomp.lesions.glm import fit_voxelwise
-    from neurocomp.lesions.application import biobank_sized_problem
+    from neurocomp.lesions.application import biobank_sized_problem, throughput_per_core, FORMULA
     from neurocomp.lesions.mapping import design_matrix
-    from neurocomp.lesions.application import FORMULA
 
     t0 = time.perf_counter()
     Y, covariates, _ = biobank_sized_problem(args.subjects, args.voxels, seed=args.seed)
@@ -47,26 +45,9 @@ def main():
     print(f"data: {Y.shape[0]} subjects x {Y.shape[1]} voxels x {X.shape[1]} covariates {names}, "
           f"mean incidence {Y.mean():.4f}, generated in {time.perf_counter() - t0:.1f}s; numba threads {cores}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    fit_voxelwise(Y[:, :64], X)  # compile outside the timings
-    fit_voxelwise(Y[:, :64], X, method="ml")
-
-    # 1. throughput vs statsmodels, on the same voxels
-    peer_voxels = np.linspace(0, Y.shape[1] - 1, args.peer_voxels).astype(int)
-    family = sm.families.Binomial(link=sm.families.links.Probit())
-    t = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for j in peer_voxels:
-            try: sm.GLM(Y[:, j], X, family=family).fit()
-            except Exception: pass  # separated voxels may fail; they still cost time
-    peer_rate = len(peer_voxels) / (time.perf_counter() - t)  # one core
-    n_ours = min(Y.shape[1], 2000)
-    numba.set_num_threads(1)  # per core: one thread against statsmodels' one
-    t = time.perf_counter(); fit_voxelwise(Y[:, :n_ours], X, method="ml", block_size=args.block_size)
-    ml_rate = n_ours / (time.perf_counter() - t)
-    t = time.perf_counter(); fit_voxelwise(Y[:, :n_ours], X, method="meanbr", block_size=args.block_size)
-    br_rate = n_ours / (time.perf_counter() - t)
-    numba.set_num_threads(cores)
+    # 1. throughput vs statsmodels, on the same data, one core each
+    speed = throughput_per_core(Y, X, peer_voxels=args.peer_voxels, n_voxels=2000, block_size=args.block_size)
+    peer_rate, ml_rate, br_rate = speed.voxels_per_s_per_core
     print(f"throughput (voxels/s/core): statsmodels ML loop {peer_rate:.1f}; ours ML {ml_rate:.1f} "
           f"({ml_rate / peer_rate:.0f}x per core); ours MeanBR {br_rate:.1f} ({br_rate / peer_rate:.0f}x per core vs the "
           f"statsmodels ML loop, which has no MeanBR)")

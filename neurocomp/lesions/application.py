@@ -11,7 +11,7 @@ from scipy.special import ndtri
 from ..core import as_generator
 
 # %% auto #0
-__all__ = ['COVARIATES', 'FORMULA', 'simulate_covariates', 'biobank_sized_problem', 'ApplicationCohort',
+__all__ = ['COVARIATES', 'FORMULA', 'simulate_covariates', 'biobank_sized_problem', 'throughput_per_core', 'ApplicationCohort',
            'simulate_application_cohort']
 
 # %% ../../nbs/12_lesion_application.ipynb #7a5ff4a9
@@ -56,6 +56,45 @@ def biobank_sized_problem(n_subjects: int = 13680, # subjects (UK Biobank applic
     B = np.column_stack([ndtri(incidence), rng.normal(0.05, 0.05, n_voxels), rng.normal(0.02, 0.01, n_voxels),
                          rng.normal(0, 0.15, n_voxels), rng.normal(0, 0.005, n_voxels), rng.normal(0, 0.03, n_voxels)])
     return _simulate_voxels(X, B, rng), covariates, B
+
+# %% ../../nbs/12_lesion_application.ipynb #721975e7
+def throughput_per_core(Y: np.ndarray, # subjects x voxels binary lesion matrix
+                        X: np.ndarray, # subjects x covariates design
+                        peer_voxels: int = 60, # voxels fitted by the statsmodels loop
+                        n_voxels: int | None = None, # voxels fitted by our engine (default: all)
+                        block_size: int = 4096, # fit_voxelwise block size
+                       ) -> pd.DataFrame:
+    "Voxels per second per core of a statsmodels probit loop and of `fit_voxelwise` (ML, MeanBR) on the same data."
+    import time, warnings, numba
+    import statsmodels.api as sm
+    from neurocomp.lesions.glm import fit_voxelwise
+    n_voxels = Y.shape[1] if n_voxels is None else min(n_voxels, Y.shape[1])
+    fit_voxelwise(Y[:, :32], X); fit_voxelwise(Y[:, :32], X, method="ml")  # compile outside the timings
+    family = sm.families.Binomial(link=sm.families.links.Probit())
+    peer = np.linspace(0, Y.shape[1] - 1, peer_voxels).astype(int)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for j in peer:
+            try: sm.GLM(Y[:, j], X, family=family).fit()
+            except Exception: pass  # separated voxels may fail; they still cost time
+    rows = [dict(engine="statsmodels GLM loop", method="ML", voxels=len(peer), seconds=time.perf_counter() - start,
+                 mean_iterations=np.nan)]
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)  # per core: one thread against statsmodels' one
+    try:
+        for method, label in (("ml", "ML"), ("meanbr", "MeanBR")):
+            start = time.perf_counter()
+            fit = fit_voxelwise(Y[:, :n_voxels], X, method=method, block_size=block_size)
+            rows.append(dict(engine="neurocomp fit_voxelwise", method=label, voxels=n_voxels,
+                             seconds=time.perf_counter() - start, mean_iterations=float(fit.n_iter.mean())))
+    finally:
+        numba.set_num_threads(threads)
+    table = pd.DataFrame(rows)
+    table["cores"] = 1
+    table["voxels_per_s_per_core"] = table.voxels / table.seconds
+    table["speed-up vs statsmodels (per core)"] = table.voxels_per_s_per_core / table.voxels_per_s_per_core.iloc[0]
+    return table
 
 # %% ../../nbs/12_lesion_application.ipynb #ef15c278
 @dataclass
