@@ -25,16 +25,16 @@ def main():
     ap.add_argument("--subjects", type=int, default=13680)
     ap.add_argument("--voxels", type=int, default=2000)
     ap.add_argument("--peer-voxels", type=int, default=60, help="voxels fitted by the statsmodels loop")
-    ap.add_argument("--threads", type=int, default=None, help="numba threads (default: all cores)")
+    ap.add_argument("--jobs", type=int, default=None, help="threads fitting voxel blocks (default: all cores)")
+    ap.add_argument("--throughput-subjects", default="1000,13680",
+                    help="subject counts of the per-core throughput comparison (1,000: the authors' simulations)")
     ap.add_argument("--block-size", type=int, default=4096)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default="meanbr,ml", help="methods for the whole-problem run")
     args = ap.parse_args()
     if args.ukb: args.subjects, args.voxels = 13680, 72603
-    import numba
-    if args.threads: numba.set_num_threads(args.threads)
-    cores = numba.get_num_threads()
-    from neurocomp.lesions.glm import fit_voxelwise
+    from neurocomp.lesions.glm import fit_voxelwise, _available_cores
+    cores = args.jobs or _available_cores()
     from neurocomp.lesions.application import biobank_sized_problem, throughput_per_core, FORMULA
     from neurocomp.lesions.mapping import design_matrix
 
@@ -43,20 +43,24 @@ def main():
     X = design_matrix(covariates, FORMULA)
     names, X = list(X.columns), X.to_numpy()
     print(f"data: {Y.shape[0]} subjects x {Y.shape[1]} voxels x {X.shape[1]} covariates {names}, "
-          f"mean incidence {Y.mean():.4f}, generated in {time.perf_counter() - t0:.1f}s; numba threads {cores}, "
+          f"mean incidence {Y.mean():.4f}, generated in {time.perf_counter() - t0:.1f}s; block threads {cores}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    # 1. throughput vs statsmodels, on the same data, one core each
-    speed = throughput_per_core(Y, X, peer_voxels=args.peer_voxels, n_voxels=2000, block_size=args.block_size)
-    peer_rate, ml_rate, br_rate = speed.voxels_per_s_per_core
-    print(f"throughput (voxels/s/core): statsmodels ML loop {peer_rate:.1f}; ours ML {ml_rate:.1f} "
-          f"({ml_rate / peer_rate:.0f}x per core); ours MeanBR {br_rate:.1f} ({br_rate / peer_rate:.0f}x per core vs the "
-          f"statsmodels ML loop, which has no MeanBR)")
+    # 1. throughput vs statsmodels, on the same kind of data, one core each
+    for n in (int(k) for k in args.throughput_subjects.split(",")):
+        Yt, cov_t, _ = biobank_sized_problem(n, 2000, seed=args.seed)
+        speed = throughput_per_core(Yt, design_matrix(cov_t, FORMULA).to_numpy(), peer_voxels=args.peer_voxels,
+                                    block_size=args.block_size)
+        peer_rate, ml_rate, br_rate = speed.voxels_per_s_per_core
+        print(f"throughput at {n} subjects (voxels/s/core): statsmodels ML loop {peer_rate:.1f}; ours ML {ml_rate:.0f} "
+              f"({ml_rate / peer_rate:.0f}x per core); ours MeanBR {br_rate:.0f} ({br_rate / peer_rate:.0f}x per core vs "
+              f"the statsmodels ML loop, which has no MeanBR); mean iterations ML {speed.mean_iterations[1]:.1f}, "
+              f"MeanBR {speed.mean_iterations[2]:.1f}")
 
     # 2. the whole problem
     rows = []
     for method in args.methods.split(","):
         t = time.perf_counter()
-        res = fit_voxelwise(Y, X, method=method, names=names, block_size=args.block_size)
+        res = fit_voxelwise(Y, X, method=method, names=names, block_size=args.block_size, n_jobs=cores)
         wall = time.perf_counter() - t
         rows.append((method, wall, res))
         print(f"{method:>6}: {Y.shape[1]} voxels in {wall:.1f}s wall on {cores} threads "

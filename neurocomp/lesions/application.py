@@ -65,7 +65,8 @@ def throughput_per_core(Y: np.ndarray, # subjects x voxels binary lesion matrix
                         block_size: int = 4096, # fit_voxelwise block size
                        ) -> pd.DataFrame:
     "Voxels per second per core of a statsmodels probit loop and of `fit_voxelwise` (ML, MeanBR) on the same data."
-    import time, warnings, numba
+    import time, warnings
+    from threadpoolctl import threadpool_limits
     import statsmodels.api as sm
     from neurocomp.lesions.glm import fit_voxelwise
     n_voxels = Y.shape[1] if n_voxels is None else min(n_voxels, Y.shape[1])
@@ -73,23 +74,18 @@ def throughput_per_core(Y: np.ndarray, # subjects x voxels binary lesion matrix
     family = sm.families.Binomial(link=sm.families.links.Probit())
     peer = np.linspace(0, Y.shape[1] - 1, peer_voxels).astype(int)
     start = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(1):  # one core each: statsmodels' BLAS gets one thread too
         warnings.simplefilter("ignore")
         for j in peer:
             try: sm.GLM(Y[:, j], X, family=family).fit()
             except Exception: pass  # separated voxels may fail; they still cost time
     rows = [dict(engine="statsmodels GLM loop", method="ML", voxels=len(peer), seconds=time.perf_counter() - start,
                  mean_iterations=np.nan)]
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)  # per core: one thread against statsmodels' one
-    try:
-        for method, label in (("ml", "ML"), ("meanbr", "MeanBR")):
-            start = time.perf_counter()
-            fit = fit_voxelwise(Y[:, :n_voxels], X, method=method, block_size=block_size)
-            rows.append(dict(engine="neurocomp fit_voxelwise", method=label, voxels=n_voxels,
-                             seconds=time.perf_counter() - start, mean_iterations=float(fit.n_iter.mean())))
-    finally:
-        numba.set_num_threads(threads)
+    for method, label in (("ml", "ML"), ("meanbr", "MeanBR")):
+        start = time.perf_counter()
+        fit = fit_voxelwise(Y[:, :n_voxels], X, method=method, block_size=block_size, n_jobs=1)
+        rows.append(dict(engine="neurocomp fit_voxelwise", method=label, voxels=n_voxels,
+                         seconds=time.perf_counter() - start, mean_iterations=float(fit.n_iter.mean())))
     table = pd.DataFrame(rows)
     table["cores"] = 1
     table["voxels_per_s_per_core"] = table.voxels / table.seconds

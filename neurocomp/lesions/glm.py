@@ -4,29 +4,31 @@
 
 # %% ../../nbs/10_lesion_glm.ipynb #146a758c
 from __future__ import annotations
-import math
+import math, os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from numba import njit, prange
-from scipy.special import ndtri
+from numba import njit
+from scipy.special import ndtr, ndtri
 
 # %% auto #0
-__all__ = ['MACHINE_EPSILON', 'PROBIT_THRESHOLD', 'LOGIT_THRESHOLD', 'LINKS', 'METHODS', 'TILE', 'link_quantities',
-           'pair_products', 'GLMResult', 'fit_voxelwise', 'fit_glm']
+__all__ = ['MACHINE_EPSILON', 'PROBIT_THRESHOLD', 'PROBIT_CLIP_TAIL', 'LOGIT_THRESHOLD', 'LINKS', 'METHODS', 'TILE', 'CHUNK',
+           'link_quantities', 'pair_products', 'GLMResult', 'fit_voxelwise', 'fit_glm']
 
 # %% ../../nbs/10_lesion_glm.ipynb #0abebe6f
 MACHINE_EPSILON = 2.220446049250313e-16  # R's .Machine$double.eps
 PROBIT_THRESHOLD = 8.125890664701906  # -qnorm(.Machine$double.eps), R's probit clip
+PROBIT_CLIP_TAIL = float(ndtr(-PROBIT_THRESHOLD))  # Phi(-threshold): R's mu beyond the clip
 LOGIT_THRESHOLD = 30.0  # R's logit clamp (THRESH in family.c)
 LINKS = {"probit": 0, "logit": 1}
 METHODS = ("ml", "meanbr")
 _INV_SQRT_2PI = 0.398942280401432677939946059934
-_SQRT_32 = 5.656854249492380195206754896838
 _LN2 = 0.6931471805599453
-TILE = 32  # voxels per SIMD tile
+_FAST = dict(fastmath={'contract'}, error_model='numpy', cache=True, nogil=True)  # nogil: blocks run on threads
+_INLINE = dict(inline="always", fastmath={'contract'}, error_model='numpy')
 
-@njit(inline="always", fastmath={'contract'}, error_model='numpy')
+@njit(**_INLINE)
 def _exp_neg(a):
     "exp(-a) for 0 <= a <= 745, branch-free: Taylor on a/128 then 7 squarings (rel. error ~1e-14)."
     r = -a * 0.0078125
@@ -34,33 +36,9 @@ def _exp_neg(a):
     s = s * s; s = s * s; s = s * s; s = s * s; s = s * s; s = s * s; s = s * s
     return s
 
-@njit(inline="always", fastmath={'contract'}, error_model='numpy')
-def _log_unit(x):
-    "log(x) for 1e-300 < x <= 1, branch-free (binary range reduction to [0.5, 1], atanh series)."
-    k = 0.0
-    f = x < 5.421010862427522e-20; x = x * 18446744073709551616.0 if f else x; k = k - 64.0 if f else k
-    f = x < 2.3283064365386963e-10; x = x * 4294967296.0 if f else x; k = k - 32.0 if f else k
-    f = x < 1.52587890625e-05; x = x * 65536.0 if f else x; k = k - 16.0 if f else k
-    f = x < 0.00390625; x = x * 256.0 if f else x; k = k - 8.0 if f else k
-    f = x < 0.0625; x = x * 16.0 if f else x; k = k - 4.0 if f else k
-    f = x < 0.25; x = x * 4.0 if f else x; k = k - 2.0 if f else k
-    f = x < 0.5; x = x * 2.0 if f else x; k = k - 1.0 if f else k
-    f = x < 0.7071067811865476; x = x * 2.0 if f else x; k = k - 1.0 if f else k
-    s = (x - 1.0) / (x + 1.0)  # |s| <= 0.1716
-    s2 = s * s
-    poly = 1.0 + s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 * (1.0 / 11 + s2 * (1.0 / 13 + s2 * (1.0 / 15 + s2 * (1.0 / 17 + s2 * (1.0 / 19 + s2 / 21)))))))))
-    return 2.0 * s * poly + k * _LN2
-
-@njit(inline="always", fastmath={'contract'}, error_model='numpy')
-def _pnorm(x):
-    "Standard normal cdf, Cody's rational approximations as in R's pnorm.c, all branches computed then selected."
-    y = abs(x)
-    xsq = x * x
-    num = 0.065682337918207449113 * xsq; den = xsq
-    num = (num + 2.2352520354606839287) * xsq; den = (den + 47.20258190468824187) * xsq
-    num = (num + 161.02823106855587881) * xsq; den = (den + 976.09855173777669322) * xsq
-    num = (num + 1067.6894854603709582) * xsq; den = (den + 10260.932208618978205) * xsq
-    small = 0.5 + x * (num + 18154.981253343561249) / (den + 45507.789335026729956)
+@njit(**_INLINE)
+def _probit_lower_tail(y, e):
+    "P(Z <= -y) for 0 <= y <= 8.2 given e = exp(-y^2/2): Cody's middle-range rational function, used on the whole range."
     num = 1.0765576773720192317e-8 * y; den = y
     num = (num + 0.39894151208813466764) * y; den = (den + 22.266688044328115691) * y
     num = (num + 8.8831497943883759412) * y; den = (den + 235.38790178262499861) * y
@@ -69,24 +47,17 @@ def _pnorm(x):
     num = (num + 2494.5375852903726711) * y; den = (den + 18615.571640885098091) * y
     num = (num + 6848.1904505362823326) * y; den = (den + 34900.952721145977266) * y
     num = (num + 11602.651437647350124) * y; den = (den + 38912.003286093271411) * y
-    middle = (num + 9842.7148383839780218) / (den + 19685.429676859990727)
-    isq = 1.0 / max(xsq, 1e-300)
-    num = 0.02307344176494017303 * isq; den = isq
-    num = (num + 0.21589853405795699) * isq; den = (den + 1.28426009614491121) * isq
-    num = (num + 0.1274011611602473639) * isq; den = (den + 0.468238212480865118) * isq
-    num = (num + 0.022235277870649807) * isq; den = (den + 0.0659881378689285515) * isq
-    num = (num + 0.001421619193227893466) * isq; den = (den + 0.00378239633202758244) * isq
-    tail = (_INV_SQRT_2PI - isq * (num + 2.9112874951168792e-5) / (den + 7.29751555083966205e-5)) / max(y, 1e-300)
-    lower = _exp_neg(0.5 * xsq) * (middle if y <= _SQRT_32 else tail)  # P(Z <= -|x|)
-    big = 1.0 - lower if x > 0.0 else lower
-    return small if y <= 0.67448975 else big
+    return e * (num + 9842.7148383839780218) / (den + 19685.429676859990727)
 
-@njit(inline="always", fastmath={'contract'}, error_model='numpy')
-def _link_fast(eta, link):
+@njit(**_INLINE)
+def _link(eta, link):
+    "mu, dmu/deta and (d2mu/deta2)/(dmu/deta) with R's clamping, branch-free."
     if link == 0:
-        clipped = min(max(eta, -PROBIT_THRESHOLD), PROBIT_THRESHOLD)
-        mu = _pnorm(clipped)
-        d1 = max(_INV_SQRT_2PI * _exp_neg(min(0.5 * eta * eta, 40.0)), MACHINE_EPSILON)
+        a = abs(eta)
+        e = _exp_neg(0.5 * min(eta * eta, 80.0))  # one exp serves both the density and the tail
+        d1 = max(_INV_SQRT_2PI * e, MACHINE_EPSILON)
+        lower = PROBIT_CLIP_TAIL if a > PROBIT_THRESHOLD else _probit_lower_tail(a, e)
+        mu = 1.0 - lower if eta > 0.0 else lower
         ratio = -eta
     else:
         e = _exp_neg(min(abs(eta), LOGIT_THRESHOLD))  # exp(-|eta|)
@@ -99,214 +70,242 @@ def _link_fast(eta, link):
         ratio = 1.0 - 2.0 * mu
     return mu, d1, ratio
 
-
 @njit(cache=True)
 def link_quantities(eta: np.ndarray, link: int = 0):
-    "Vectorised `_link_fast` (for checks): mu, dmu/deta, d2mu/deta2 over dmu/deta."
+    "Vectorised `_link` (for checks): mu, dmu/deta, d2mu/deta2 over dmu/deta."
     mu = np.empty_like(eta); d1 = np.empty_like(eta); ratio = np.empty_like(eta)
     for i in range(eta.size):
-        mu[i], d1[i], ratio[i] = _link_fast(eta[i], link)
+        mu[i], d1[i], ratio[i] = _link(eta[i], link)
     return mu, d1, ratio
 
 def _linkfun(mu: float, link: int) -> float:
     return float(ndtri(mu)) if link == 0 else math.log(mu / (1.0 - mu))
 
 # %% ../../nbs/10_lesion_glm.ipynb #bea58b29
-@njit(fastmath={'contract'}, error_model='numpy', cache=True)
-def _weights_row(eta, yl, i, mode, link, prior, yv0, yv1, eta0, eta1, wv, cv, rv, need_deviance, c0, c1, devt):
-    "Working weights, score (or IRLS) contributions and d'/d ratios of one subject across a tile of voxels."
-    for t in range(eta.shape[0]):
-        y = yl[i, t]
-        yv = yv0 + (yv1 - yv0) * y
-        e_start = eta0 + (eta1 - eta0) * y
-        e = e_start if mode == 2 else eta[t]
-        mu, d1, ratio = _link_fast(e, link)
-        var = mu * (1.0 - mu)
-        w = prior * d1 * d1 / var
-        wv[t] = w
-        c_irls = w * (e + (yv - mu) / d1)
-        c_score = prior * d1 * (yv - mu) / var
-        cv[t] = c_irls if mode == 2 else c_score
-        rv[t] = ratio
-        if need_deviance:
-            const = c0 + (c1 - c0) * y
-            devt[t] += 2.0 * prior * (const - yv * _log_unit(mu) - (1.0 - yv) * _log_unit(1.0 - mu))
+TILE = 128  # voxels per tile: the columns of every BLAS product
+CHUNK = 256  # subjects per chunk: a tile's working arrays (subjects x voxels) stay in the L2 cache
+_MANTISSA = 0x000FFFFFFFFFFFFF
+_ONE_BITS = 0x3FF0000000000000
 
+@njit(**_INLINE)
+def _accumulate_log(x, factor, mantissa, out):
+    "out += factor * log(x) for positive normal x: exponent and mantissa read from the bits, then an atanh series."
+    bits = x.view(np.int64); mantissa_bits = mantissa.view(np.int64)
+    for t in range(x.shape[0]):
+        b = bits[t]
+        out[t] += factor[t] * (float((b >> 52) - 1023) * _LN2)
+        mantissa_bits[t] = (b & _MANTISSA) | _ONE_BITS
+    for t in range(x.shape[0]):
+        m = mantissa[t]
+        big = m > 1.4142135623730951
+        m = 0.5 * m if big else m
+        s = (m - 1.0) / (m + 1.0)  # |s| <= 0.1716
+        s2 = s * s
+        poly = 1.0 + s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 * (1.0 / 11 + s2 * (1.0 / 13 + s2 * (1.0 / 15 + s2 * (1.0 / 17 + s2 * (1.0 / 19 + s2 / 21)))))))))
+        out[t] += factor[t] * (2.0 * s * poly + (_LN2 if big else 0.0))
 
-@njit(fastmath={'contract'}, error_model='numpy', cache=True)
-def _linear_predictor_row(X, i, Bt, eta):
-    for t in range(eta.shape[0]): eta[t] = 0.0
-    for k in range(X.shape[1]):
-        xk = X[i, k]
-        for t in range(eta.shape[0]): eta[t] += xk * Bt[k, t]
+@njit(**_INLINE)
+def _weights(e, mode, link, prior, yv):
+    mu, d1, ratio = _link(e, link)
+    inv_var = 1.0 / (mu * (1.0 - mu))
+    w = prior * d1 * d1 * inv_var
+    score = prior * d1 * (yv - mu) * inv_var
+    return mu, w, (w * e + score if mode == 2 else score), w * ratio
 
-@njit(fastmath={'contract'}, error_model='numpy', cache=True)
-def _accumulate_row(X, XX, i, wv, cv, info, rhs):
-    for kk in range(XX.shape[1]):
-        v = XX[i, kk]
-        for t in range(wv.shape[0]): info[kk, t] += wv[t] * v
-    for k in range(X.shape[1]):
-        v = X[i, k]
-        for t in range(wv.shape[0]): rhs[k, t] += cv[t] * v
+@njit(**_FAST)
+def _working_quantities(eta, y, mode, link, prior, yv0, yv1, eta0, eta1, c0, c1, w, c, q, dev):
+    "Subjects x voxels: IRLS weight w, score (mode 2: working response) term c, MeanBR factor q = w d'/d; deviance."
+    S, V = eta.shape
+    need_deviance = dev.shape[0] == V
+    binary = yv0 == 0.0 and yv1 == 1.0 and prior == 1.0
+    log_mu = np.empty(V); log_1mu = np.empty(V); f_mu = np.empty(V); f_1mu = np.empty(V); mantissa = np.empty(V)
+    for i in range(S):
+        # three loops rather than branches inside one: each stays a straight SIMD loop
+        if not need_deviance:
+            for t in range(V):
+                yy = float(y[i, t])
+                e = eta0 + (eta1 - eta0) * yy if mode == 2 else eta[i, t]
+                mu, w[i, t], c[i, t], q[i, t] = _weights(e, mode, link, prior, yv0 + (yv1 - yv0) * yy)
+        elif binary:
+            for t in range(V):
+                yy = float(y[i, t])
+                e = eta0 + (eta1 - eta0) * yy if mode == 2 else eta[i, t]
+                mu, w[i, t], c[i, t], q[i, t] = _weights(e, mode, link, prior, yy)
+                log_mu[t] = mu if yy > 0.5 else 1.0 - mu
+                f_mu[t] = -2.0
+            _accumulate_log(log_mu, f_mu, mantissa, dev)
+        else:
+            for t in range(V):
+                yy = float(y[i, t])
+                yv = yv0 + (yv1 - yv0) * yy
+                e = eta0 + (eta1 - eta0) * yy if mode == 2 else eta[i, t]
+                mu, w[i, t], c[i, t], q[i, t] = _weights(e, mode, link, prior, yv)
+                log_mu[t] = mu; log_1mu[t] = 1.0 - mu
+                f_mu[t] = -2.0 * prior * yv; f_1mu[t] = -2.0 * prior * (1.0 - yv)
+                dev[t] += 2.0 * prior * (c0 + (c1 - c0) * yy)
+            _accumulate_log(log_mu, f_mu, mantissa, dev)
+            _accumulate_log(log_1mu, f_1mu, mantissa, dev)
 
-@njit(fastmath={'contract'}, error_model='numpy', cache=True)
-def _adjustment_row(X, XX, i, packed, q, hv, rhs):
-    for t in range(hv.shape[0]): hv[t] = 0.0
-    for kk in range(XX.shape[1]):
-        v = XX[i, kk]
-        for t in range(hv.shape[0]): hv[t] += v * packed[kk, t]
-    for t in range(hv.shape[0]): hv[t] = 0.5 * hv[t] * q[i, t]
-    for k in range(X.shape[1]):
-        v = X[i, k]
-        for t in range(hv.shape[0]): rhs[k, t] += hv[t] * v
+@njit(**_FAST)
+def _gather_subjects(Yt, rows, s0, out):
+    "out[i, t] = Yt[rows[t], s0 + i]: a subjects x voxels tile of the voxel-major lesion matrix."
+    S, T = out.shape
+    for t in range(T):
+        r = rows[t]
+        for i in range(S): out[i, t] = Yt[r, s0 + i]
 
-@njit(parallel=True, cache=True, fastmath={'contract'}, error_model='numpy')
-def _evaluate(X, XX, Yt, B, active, mode, link, prior, yv0, yv1, eta0, eta1, need_deviance, step, se, dev, ok):
-    "Deviance, (adjusted) scoring step and standard errors for the voxels in `active` (modes: 0 ML, 1 MeanBR, 2 mustart)."
-    n, p = X.shape
-    npair = XX.shape[1]
-    m_all = active.shape[0]
-    ntiles = (m_all + TILE - 1) // TILE
-    lv0 = yv0 * math.log(yv0) if yv0 > 0 else 0.0
-    lv0c = (1 - yv0) * math.log(1 - yv0) if yv0 < 1 else 0.0
-    lv1 = yv1 * math.log(yv1) if yv1 > 0 else 0.0
-    lv1c = (1 - yv1) * math.log(1 - yv1) if yv1 < 1 else 0.0
-    for tile in prange(ntiles):
-        lo = tile * TILE
-        m = min(TILE, m_all - lo)
-        idx = np.empty(TILE, np.int64)
-        for t in range(TILE): idx[t] = active[lo + min(t, m - 1)]
-        Bt = np.empty((p, TILE))
+@njit(**_FAST)
+def _invert_information(info, p, inverse, ok):
+    "Per voxel, invert X'WX from its packed lower triangle (pairs x voxels) by Cholesky; flag non-positive-definite ones."
+    V = info.shape[1]
+    L = np.zeros((p, p)); Linv = np.zeros((p, p))
+    for t in range(V):
+        good = True
         for k in range(p):
-            for t in range(TILE): Bt[k, t] = B[idx[t], k]
-        yl = np.empty((n, TILE))
-        for t in range(TILE):
-            row = idx[t]
-            for i in range(n): yl[i, t] = Yt[row, i]
-        q = np.empty((n, TILE)) if mode == 1 else np.empty((1, TILE))
-        info = np.zeros((npair, TILE)); rhs = np.zeros((p, TILE)); devt = np.zeros(TILE)
-        eta = np.empty(TILE); wv = np.empty(TILE); cv = np.empty(TILE); rv = np.empty(TILE)
-        for i in range(n):
-            _linear_predictor_row(X, i, Bt, eta)
-            _weights_row(eta, yl, i, mode, link, prior, yv0, yv1, eta0, eta1, wv, cv, rv, need_deviance,
-                         lv0 + lv0c, lv1 + lv1c, devt)
-            if mode == 1:
-                for t in range(TILE): q[i, t] = wv[t] * rv[t]
-            _accumulate_row(X, XX, i, wv, cv, info, rhs)
-        # per-voxel Cholesky, inverse
-        Iinv = np.zeros((p, p, TILE)); good = np.ones(TILE, np.bool_)
-        L = np.zeros((p, p)); Linv = np.zeros((p, p))
-        for t in range(m):
-            kk = 0
-            full = np.zeros((p, p))
-            for k in range(p):
-                for l in range(k + 1):
-                    full[k, l] = info[kk, t]; kk += 1
-            for k in range(p):
-                s = full[k, k]
-                for mm in range(k): s -= L[k, mm] * L[k, mm]
-                if not (s > 0.0):
-                    good[t] = False
-                    break
-                L[k, k] = math.sqrt(s)
-                for l in range(k + 1, p):
-                    tt = full[l, k]
-                    for mm in range(k): tt -= L[l, mm] * L[k, mm]
-                    L[l, k] = tt / L[k, k]
-            if not good[t]: continue
-            for k in range(p):
-                Linv[k, k] = 1.0 / L[k, k]
-                for l in range(k + 1, p):
-                    tt = 0.0
-                    for mm in range(k, l): tt -= L[l, mm] * Linv[mm, k]
-                    Linv[l, k] = tt / L[l, l]
-            for k in range(p):
-                for l in range(p):
-                    tt = 0.0
-                    for mm in range(max(k, l), p): tt += Linv[mm, k] * Linv[mm, l]
-                    Iinv[k, l, t] = tt
-        if mode == 1:
-            # packed inverse with doubled off-diagonal: h_i/w_i = sum_pairs XX[i,kk] * packed[kk]
-            packed = np.zeros((npair, TILE))
-            for t in range(m):
-                kk = 0
-                for k in range(p):
-                    for l in range(k + 1):
-                        packed[kk, t] = Iinv[k, l, t] * (1.0 if k == l else 2.0); kk += 1
-            hv = np.empty(TILE)
-            for i in range(n):
-                _adjustment_row(X, XX, i, packed, q, hv, rhs)
-        for t in range(m):
-            j = idx[t]
-            ok[j] = good[t]
-            if need_deviance: dev[j] = devt[t]
-            if not good[t]:
-                for k in range(p):
-                    step[j, k] = np.nan; se[j, k] = np.nan
-                continue
-            for k in range(p):
-                tt = 0.0
-                for l in range(p): tt += Iinv[k, l, t] * rhs[l, t]
-                step[j, k] = tt
-                se[j, k] = math.sqrt(Iinv[k, k, t])
+            for l in range(k, p):
+                s = info[l * (l + 1) // 2 + k, t]
+                for m in range(k): s -= L[k, m] * L[l, m]
+                if l == k:
+                    if not (s > 0.0):
+                        good = False
+                        break
+                    L[k, k] = math.sqrt(s)
+                else:
+                    L[l, k] = s / L[k, k]
+            if not good: break
+        ok[t] = good
+        if not good: continue
+        for k in range(p):
+            Linv[k, k] = 1.0 / L[k, k]
+            for l in range(k + 1, p):
+                s = 0.0
+                for m in range(k, l): s -= L[l, m] * Linv[m, k]
+                Linv[l, k] = s / L[l, l]
+        for k in range(p):
+            for l in range(k + 1):
+                s = 0.0
+                for m in range(k, p): s += Linv[m, k] * Linv[m, l]
+                inverse[k, l, t] = s; inverse[l, k, t] = s
+
+@njit(**_FAST)
+def _pack_inverse(inverse, p, packed):
+    "Packed inverse with doubled off-diagonal: h_i / w_i = sum over pairs of (x_ik x_il) * packed."
+    V = packed.shape[1]
+    for k in range(p):
+        for l in range(k + 1):
+            f = 1.0 if k == l else 2.0
+            for t in range(V): packed[k * (k + 1) // 2 + l, t] = f * inverse[k, l, t]
+
+@njit(**_FAST)
+def _solve(inverse, rhs, ok, p, step, se, rows):
+    "Scoring step I^-1 (U + A) and standard errors sqrt(diag I^-1) into the block's rows; NaN where I is singular."
+    for t in range(rhs.shape[1]):
+        j = rows[t]
+        for k in range(p):
+            s = 0.0
+            for l in range(p): s += inverse[k, l, t] * rhs[l, t]
+            step[j, k] = s if ok[t] else np.nan
+            se[j, k] = math.sqrt(inverse[k, k, t]) if ok[t] else np.nan
 
 def pair_products(X):
     "Products x_k x_l (l <= k) of the design columns, subjects x pairs: the rows of X^T W X are sums of these."
     n, p = X.shape
-    cols = [X[:, k] * X[:, l] for k in range(p) for l in range(k + 1)]
-    return np.ascontiguousarray(np.column_stack(cols))
+    return np.ascontiguousarray(np.column_stack([X[:, k] * X[:, l] for k in range(p) for l in range(k + 1)]))
+
+class _Evaluator:
+    "Deviance, (adjusted) scoring steps and standard errors of a block of voxels: BLAS products plus one SIMD kernel."
+    def __init__(self, X, Y_block, link):
+        # a fresh copy: BLAS rounding can depend on the alignment of its inputs (dask hands over unaligned buffers)
+        self.X = np.array(X, dtype=np.float64, order="C", copy=True)
+        self.n, self.p = n, p = self.X.shape
+        self.XX = pair_products(self.X)
+        self.Yt = np.ascontiguousarray(np.asarray(Y_block, dtype=np.uint8).T)  # voxels x subjects: rows gather fast
+        v = self.Yt.shape[0]
+        self.link, self.chunk = link, min(CHUNK, n)
+        self.step = np.zeros((v, p)); self.se = np.zeros((v, p)); self.dev = np.zeros(v); self.ok = np.ones(v, bool)
+        S, T, P = self.chunk, TILE, p * (p + 1) // 2
+        self._work = [np.empty((S, T)) for _ in range(4)] + [np.empty((S, T), np.uint8)]
+        self._info = np.empty((P, T)); self._rhs = np.empty((p, T)); self._inverse = np.empty((p, p, T))
+        self._packed = np.empty((P, T)); self._tile_ok = np.empty(T, np.bool_); self._q = np.empty((n, T))
+
+    def run(self, B, active, mode, prior=1.0, yv0=0.0, yv1=1.0, eta0=0.0, eta1=0.0, deviance=True):
+        "Fill step, se, ok (and dev) for the voxels `active` at coefficients B (modes: 0 ML, 1 MeanBR, 2 mustart)."
+        n, p, S, X, XX = self.n, self.p, self.chunk, self.X, self.XX
+        entropy = lambda a: (a * math.log(a) if a > 0 else 0.0) + ((1 - a) * math.log(1 - a) if a < 1 else 0.0)
+        c0, c1 = entropy(yv0), entropy(yv1)
+        for lo in range(0, active.size, TILE):
+            rows = active[lo:lo + TILE]
+            T = rows.size
+            Bt = np.ascontiguousarray(B[rows].T)
+            info = self._info[:, :T]; info[:] = 0.0
+            rhs = self._rhs[:, :T]; rhs[:] = 0.0
+            dev = np.zeros(T) if deviance else np.empty(0)
+            for s0 in range(0, n, S):
+                m = min(n, s0 + S) - s0
+                eta, w, c, q, y = ((a[:m] if T == TILE else np.empty((m, T), a.dtype)) for a in self._work)
+                if mode != 2: np.dot(X[s0:s0 + m], Bt, out=eta)
+                _gather_subjects(self.Yt, rows, s0, y)
+                _working_quantities(eta, y, mode, self.link, prior, yv0, yv1, eta0, eta1, c0, c1, w, c, q, dev)
+                if mode == 1: self._q[s0:s0 + m, :T] = q
+                info += XX[s0:s0 + m].T @ w
+                rhs += X[s0:s0 + m].T @ c
+            inverse, ok = self._inverse[:, :, :T], self._tile_ok[:T]
+            _invert_information(info, p, inverse, ok)
+            if mode == 1:  # second pass: hat values h = w x'I^-1 x, adjustment A = sum_i h_i (d'_i / 2 d_i) x_i
+                packed = self._packed[:, :T]
+                _pack_inverse(inverse, p, packed)
+                for s0 in range(0, n, S):
+                    h = XX[s0:s0 + S] @ packed
+                    h *= self._q[s0:s0 + S, :T]
+                    rhs += 0.5 * (X[s0:s0 + S].T @ h)
+            _solve(inverse, rhs, ok, p, self.step, self.se, rows)
+            self.ok[rows] = ok
+            if deviance: self.dev[rows] = dev
 
 # %% ../../nbs/10_lesion_glm.ipynb #46a977aa
-class _Buffers:
-    def __init__(self, v, p):
-        self.step = np.zeros((v, p)); self.se = np.zeros((v, p)); self.dev = np.zeros(v); self.ok = np.ones(v, bool)
-
-def _run(X, XX, Yt, B, active, mode, link, buf, prior=1.0, yv0=0.0, yv1=1.0, eta0=0.0, eta1=0.0, deviance=True):
-    _evaluate(X, XX, Yt, B, active, mode, link, prior, yv0, yv1, eta0, eta1, deviance, buf.step, buf.se, buf.dev, buf.ok)
-
-def _glm_fit(X, XX, Yt, link, buf, prior=1.0, yv0=0.0, yv1=1.0, epsilon=1e-8, maxit=25):
+def _glm_fit(ev, link, prior=1.0, yv0=0.0, yv1=1.0, epsilon=1e-8, maxit=25):
     "R's `glm.fit` IRLS (start from mustart, relative-deviance stopping rule) for every voxel of a block."
-    v, p = Yt.shape[0], X.shape[1]
+    v, p = ev.Yt.shape[0], ev.p
     B = np.zeros((v, p))
     mu0, mu1 = (prior * yv0 + 0.5) / (prior + 1), (prior * yv1 + 0.5) / (prior + 1)
     everyone = np.arange(v)
-    _run(X, XX, Yt, B, everyone, 2, link, buf, prior, yv0, yv1, _linkfun(mu0, link), _linkfun(mu1, link))
-    deviance_old = buf.dev.copy()
-    B[:] = buf.step
-    failed = ~buf.ok.copy()
+    ev.run(B, everyone, 2, prior, yv0, yv1, _linkfun(mu0, link), _linkfun(mu1, link))
+    deviance_old = ev.dev.copy()
+    B[:] = ev.step
+    failed = ~ev.ok.copy()
     B[failed] = np.nan
     n_iter = np.ones(v, np.int64); converged = np.zeros(v, bool)
     se_first = None
     active = everyone[~failed]
     for iteration in range(1, maxit + 1):
-        _run(X, XX, Yt, B, active, 0, link, buf, prior, yv0, yv1)
-        if se_first is None: se_first = buf.se.copy()
-        failed[active[~buf.ok[active]]] = True
-        deviance = buf.dev[active]
-        done = (np.abs(deviance - deviance_old[active]) / (np.abs(deviance) + 0.1) < epsilon) | ~buf.ok[active]
-        converged[active[done & buf.ok[active]]] = True
+        ev.run(B, active, 0, prior, yv0, yv1)
+        if se_first is None: se_first = ev.se.copy()
+        failed[active[~ev.ok[active]]] = True
+        deviance = ev.dev[active]
+        done = (np.abs(deviance - deviance_old[active]) / (np.abs(deviance) + 0.1) < epsilon) | ~ev.ok[active]
+        converged[active[done & ev.ok[active]]] = True
         active = active[~done]
         if iteration == maxit or active.size == 0: break
-        deviance_old[active] = buf.dev[active]
-        B[active] += buf.step[active]
+        deviance_old[active] = ev.dev[active]
+        B[active] += ev.step[active]
         n_iter[active] += 1
     return B, converged & ~failed, n_iter, se_first
 
-def _brglm_iterate(X, XX, Yt, B, link, buf, mode, epsilon, maxit, slowit, max_step_factor):
+def _brglm_iterate(ev, B, mode, epsilon, maxit, slowit, max_step_factor):
     "brglm2's quasi-Fisher scoring with its step-halving and L1 stopping rule, voxel by voxel state."
-    v = Yt.shape[0]
+    v = B.shape[0]
     everyone = np.arange(v)
-    _run(X, XX, Yt, B, everyone, mode, link, buf, deviance=False)
-    failed = ~buf.ok.copy()
+    ev.run(B, everyone, mode, deviance=False)
+    failed = ~ev.ok.copy()
     iteration = np.ones(v, np.int64); halvings = np.zeros(v, np.int64); stopped = np.zeros(v, bool)
     active = everyone[~failed]
     if maxit == 0: return iteration * 0, ~failed
     while active.size:
-        previous_l1 = np.abs(buf.step[active]).sum(1)
-        B[active] += (slowit * 2.0 ** (-halvings[active]))[:, None] * buf.step[active]
-        _run(X, XX, Yt, B, active, mode, link, buf, deviance=False)
-        bad = ~buf.ok[active]
-        l1 = np.abs(buf.step[active]).sum(1)
+        previous_l1 = np.abs(ev.step[active]).sum(1)
+        B[active] += (slowit * 2.0 ** (-halvings[active]))[:, None] * ev.step[active]
+        ev.run(B, active, mode, deviance=False)
+        bad = ~ev.ok[active]
+        l1 = np.abs(ev.step[active]).sum(1)
         first = (halvings[active] == 0) & (iteration[active] == 1)
         test_half = first | (l1 > previous_l1)
         halvings[active] += 1
@@ -357,17 +356,15 @@ class GLMResult:
 def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor, separation_ratio,
                separation_steps=25):
     "Fit every voxel (column) of a subjects x voxels uint8 block; returns a dict of arrays."
-    Yt = np.ascontiguousarray(np.asarray(Y_block, dtype=np.uint8).T)
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    v, (n, p) = Yt.shape[0], X.shape
+    X = np.array(X, dtype=np.float64, order="C", copy=True)  # aligned, so BLAS rounds alike everywhere
+    v, (n, p) = Y_block.shape[1], X.shape
     link_id = LINKS[link]
-    XX = pair_products(X)
-    buf = _Buffers(v, p)
+    ev = _Evaluator(X, Y_block, link_id)
     if method == "ml":
-        B, converged, n_iter, se_first = _glm_fit(X, XX, Yt, link_id, buf, epsilon=epsilon, maxit=maxit)
+        B, converged, n_iter, se_first = _glm_fit(ev, link_id, epsilon=epsilon, maxit=maxit)
         everyone = np.arange(v)
-        _run(X, XX, Yt, B, everyone, 0, link_id, buf)
-        se, deviance = buf.se.copy(), buf.dev.copy()
+        ev.run(B, everyone, 0)
+        se, deviance = ev.se.copy(), ev.dev.copy()
         # separation check: keep scoring past glm's stopping rule; finite estimates stay put, infinite ones run away.
         # Only voxels with a fitted probability beyond Phi(-4.5) ~ 3e-6 (or not converged) can be separated.
         extreme = np.zeros(v, bool)
@@ -376,10 +373,10 @@ def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor
         candidates = np.flatnonzero(extreme | ~converged)
         B_more = B.copy()
         for _ in range(separation_steps if candidates.size else 0):
-            _run(X, XX, Yt, B_more, candidates, 0, link_id, buf, deviance=False)
-            B_more[candidates] += np.nan_to_num(buf.step[candidates])
-        if candidates.size: _run(X, XX, Yt, B_more, candidates, 0, link_id, buf, deviance=False)
-        se_more = se.copy(); se_more[candidates] = buf.se[candidates]
+            ev.run(B_more, candidates, 0, deviance=False)
+            B_more[candidates] += np.nan_to_num(ev.step[candidates])
+        if candidates.size: ev.run(B_more, candidates, 0, deviance=False)
+        se_more = se.copy(); se_more[candidates] = ev.se[candidates]
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             growth, total = se_more / se, se_more / se_first
             infinite = (growth > 1.5) | (total > separation_ratio) | ~np.isfinite(se)
@@ -390,12 +387,12 @@ def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor
             z = np.where(infinite, np.nan, B / se)
         return dict(coef=B, se=se, z=z, converged=converged, n_iter=n_iter, deviance=deviance, infinite=infinite)
     adjustment = p / n  # brglm2's response adjustment for the ML starting fit
-    B, _, _, _ = _glm_fit(X, XX, Yt, link_id, buf, prior=1.0 + adjustment, yv0=0.5 * adjustment / (1.0 + adjustment),
+    B, _, _, _ = _glm_fit(ev, link_id, prior=1.0 + adjustment, yv0=0.5 * adjustment / (1.0 + adjustment),
                           yv1=(1.0 + 0.5 * adjustment) / (1.0 + adjustment), epsilon=epsilon, maxit=10000)
-    n_iter, converged = _brglm_iterate(X, XX, Yt, B, link_id, buf, 1, epsilon, maxit, slowit, max_step_factor)
-    _run(X, XX, Yt, B, np.arange(v), 0, link_id, buf)  # standard errors and deviance at the final estimate
-    se = buf.se.copy()
-    return dict(coef=B, se=se, z=B / se, converged=converged, n_iter=n_iter, deviance=buf.dev.copy(), infinite=None)
+    n_iter, converged = _brglm_iterate(ev, B, 1, epsilon, maxit, slowit, max_step_factor)
+    ev.run(B, np.arange(v), 0)  # standard errors and deviance at the final estimate
+    se = ev.se.copy()
+    return dict(coef=B, se=se, z=B / se, converged=converged, n_iter=n_iter, deviance=ev.dev.copy(), infinite=None)
 
 # %% ../../nbs/10_lesion_glm.ipynb #b9a89993
 def _check_inputs(Y, X):
@@ -433,6 +430,9 @@ def _control(method, link, epsilon, maxit, slowit, max_step_factor):
     return float(epsilon), int(maxit), float(slowit), int(max_step_factor)
 
 # %% ../../nbs/10_lesion_glm.ipynb #e181734a
+def _available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
 def fit_voxelwise(Y, # subjects x voxels binary lesion matrix (uint8/bool preferred)
                   X, # subjects x covariates design matrix (include the intercept column)
                   method: str = "meanbr", # "meanbr" (mean bias reduction) or "ml" (maximum likelihood)
@@ -445,6 +445,7 @@ def fit_voxelwise(Y, # subjects x voxels binary lesion matrix (uint8/bool prefer
                   block_size: int = 4096, # voxels per block: bounds the working memory
                   scheduler=None, # None (in process), a dask.distributed Client, or a scheduler address
                   names=None, # covariate names (default x0, x1, ...)
+                  n_jobs: int | None = None, # threads fitting blocks in process (default: every core this process may use)
                   progress: bool = False, # show a tqdm progress bar over blocks
                   checkpoint_dir=None, # folder for per-block results: an interrupted run resumes where it stopped
                  ) -> GLMResult:
@@ -463,9 +464,15 @@ def fit_voxelwise(Y, # subjects x voxels binary lesion matrix (uint8/bool prefer
     todo = [i for i, part in enumerate(parts) if part is None]
     if scheduler is None:
         from tqdm.auto import tqdm
-        for i in tqdm(todo, disable=not progress, desc=f"{method} blocks"):
-            parts[i] = _fit_block(Y[:, starts[i]:starts[i] + block_size], X, *args)
-            if store: store.save(Y[:, starts[i]:starts[i] + block_size], parts[i])
+        from threadpoolctl import threadpool_limits
+        n_jobs = _available_cores() if n_jobs is None else int(n_jobs)
+        if n_jobs < 1: raise ValueError("n_jobs must be >= 1")
+        fit = lambda i: (i, _fit_block(Y[:, starts[i]:starts[i] + block_size], X, *args))
+        # one BLAS thread per block thread: the products are small, and nested threading only oversubscribes
+        with threadpool_limits(1), ThreadPoolExecutor(min(n_jobs, max(len(todo), 1))) as pool:
+            for i, part in tqdm(pool.map(fit, todo), total=len(todo), disable=not progress, desc=f"{method} blocks"):
+                parts[i] = part
+                if store: store.save(Y[:, starts[i]:starts[i] + block_size], part)
     else:
         done = _fit_blocks_dask(Y, X, [starts[i] for i in todo], block_size, args, scheduler, progress)
         for i, part in zip(todo, done):
@@ -499,13 +506,19 @@ class _BlockStore:
         with atomic_path(self._path(Y_block)) as tmp:
             np.savez(tmp, **{k: v for k, v in part.items() if v is not None})
 
+def _fit_block_one_blas_thread(*args):
+    "`_fit_block` with single-threaded BLAS, as in process: same products, bit-identical results."
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1): return _fit_block(*args)
+
 def _fit_blocks_dask(Y, X, starts, block_size, args, scheduler, progress):
     "Fit voxel blocks on a dask.distributed cluster; results come back in block order."
     from dask.distributed import Client, progress as dask_progress
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
         X_future = client.scatter(X, broadcast=True)
-        futures = [client.submit(_fit_block, Y[:, s:s + block_size], X_future, *args, pure=False) for s in starts]
+        futures = [client.submit(_fit_block_one_blas_thread, Y[:, s:s + block_size], X_future, *args, pure=False)
+                   for s in starts]
         if progress: dask_progress(futures)
         return client.gather(futures)
     finally:
