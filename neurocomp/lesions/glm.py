@@ -240,9 +240,11 @@ class _Evaluator:
             info = self._info[:, :T]; info[:] = 0.0
             rhs = self._rhs[:, :T]; rhs[:] = 0.0
             dev = np.zeros(T) if deviance else np.empty(0)
+            # a partial last tile gets its own contiguous arrays, once per tile rather than once per chunk
+            work = self._work if T == TILE else [np.empty((S, T), a.dtype) for a in self._work]
             for s0 in range(0, n, S):
                 m = min(n, s0 + S) - s0
-                eta, w, c, q, y = ((a[:m] if T == TILE else np.empty((m, T), a.dtype)) for a in self._work)
+                eta, w, c, q, y = (a[:m] for a in work)
                 if mode != 2: np.dot(X[s0:s0 + m], Bt, out=eta)
                 _gather_subjects(self.Yt, rows, s0, y)
                 _working_quantities(eta, y, mode, self.link, prior, yv0, yv1, eta0, eta1, c0, c1, w, c, q, dev)
