@@ -14,7 +14,7 @@ from scipy.special import ndtr, ndtri
 
 # %% auto #0
 __all__ = ['MACHINE_EPSILON', 'PROBIT_THRESHOLD', 'PROBIT_CLIP_TAIL', 'LOGIT_THRESHOLD', 'LINKS', 'METHODS', 'TILE', 'CHUNK',
-           'link_quantities', 'pair_products', 'GLMResult', 'fit_voxelwise', 'fit_glm']
+           'LANES', 'link_quantities', 'pair_products', 'GLMResult', 'fit_voxelwise', 'fit_glm']
 
 # %% ../../nbs/10_lesion_glm.ipynb #0abebe6f
 MACHINE_EPSILON = 2.220446049250313e-16  # R's .Machine$double.eps
@@ -82,88 +82,113 @@ def _linkfun(mu: float, link: int) -> float:
     return float(ndtri(mu)) if link == 0 else math.log(mu / (1.0 - mu))
 
 # %% ../../nbs/10_lesion_glm.ipynb #bea58b29
-TILE = 128  # voxels per tile: the columns of every BLAS product
-CHUNK = 256  # subjects per chunk: a tile's working arrays (subjects x voxels) stay in the L2 cache
+TILE = 128  # voxels per tile: the rows of every BLAS product's output
+CHUNK = 256  # subjects per chunk: a tile's working arrays (voxels x subjects) stay in the L2 cache
+LANES = 16  # the deviance's partial products: CHUNK / LANES = 16 factors of at least 2^-53 stay a normal float
 _MANTISSA = 0x000FFFFFFFFFFFFF
 _ONE_BITS = 0x3FF0000000000000
 
-@njit(**_INLINE)
-def _accumulate_log(x, factor, mantissa, out):
-    "out += factor * log(x) for positive normal x: exponent and mantissa read from the bits, then an atanh series."
-    bits = x.view(np.int64); mantissa_bits = mantissa.view(np.int64)
+@njit(**_FAST)  # a call, not inlined: inlined, it kept the kernel's main loops from vectorising
+def _add_log(x, factor, out):
+    "out += factor * log(x) for positive normal x, then x = 1: exponent read from the bits, atanh series on the mantissa."
+    bits = x.view(np.int64)
     for t in range(x.shape[0]):
         b = bits[t]
-        out[t] += factor[t] * (float((b >> 52) - 1023) * _LN2)
-        mantissa_bits[t] = (b & _MANTISSA) | _ONE_BITS
+        out[t] += factor * (float((b >> 52) - 1023) * _LN2)
+        bits[t] = (b & _MANTISSA) | _ONE_BITS
     for t in range(x.shape[0]):
-        m = mantissa[t]
+        m = x[t]
         big = m > 1.4142135623730951
         m = 0.5 * m if big else m
         s = (m - 1.0) / (m + 1.0)  # |s| <= 0.1716
         s2 = s * s
         poly = 1.0 + s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 * (1.0 / 11 + s2 * (1.0 / 13 + s2 * (1.0 / 15 + s2 * (1.0 / 17 + s2 * (1.0 / 19 + s2 / 21)))))))))
-        out[t] += factor[t] * (2.0 * s * poly + (_LN2 if big else 0.0))
+        out[t] += factor * (2.0 * s * poly + (_LN2 if big else 0.0))
+        x[t] = 1.0
 
 @njit(**_INLINE)
-def _weights(e, mode, link, prior, yv):
+def _weights(e, link, prior, yv, working):
+    "mu, IRLS weight, score term (plus w * eta when `working`: glm's working response) and MeanBR factor w d'/d."
     mu, d1, ratio = _link(e, link)
     inv_var = 1.0 / (mu * (1.0 - mu))
     w = prior * d1 * d1 * inv_var
     score = prior * d1 * (yv - mu) * inv_var
-    return mu, w, (w * e + score if mode == 2 else score), w * ratio
+    return mu, w, score + working * w * e, w * ratio
+
+@njit(**_INLINE)
+def _subject_loop(eta, y, m, link, prior, yv0, yv1, working, w, c, q, own, other):
+    "The straight SIMD loop over one voxel's subjects; `link` is a literal at each call, so no branch is left in it."
+    for i in range(m):
+        yy = float(y[i])
+        mu, w[i], c[i], q[i] = _weights(eta[i], link, prior, yv0 + (yv1 - yv0) * yy, working)
+        nu = 1.0 - mu
+        one = yy > 0.5
+        own[i] = mu if one else nu  # probability of the observed outcome, and of the other one (for the deviance)
+        other[i] = nu if one else mu
 
 @njit(**_FAST)
-def _working_quantities(eta, y, mode, link, prior, yv0, yv1, eta0, eta1, c0, c1, w, c, q, dev):
-    "Subjects x voxels: IRLS weight w, score (mode 2: working response) term c, MeanBR factor q = w d'/d; deviance."
-    S, V = eta.shape
-    need_deviance = dev.shape[0] == V
-    binary = yv0 == 0.0 and yv1 == 1.0 and prior == 1.0
-    log_mu = np.empty(V); log_1mu = np.empty(V); f_mu = np.empty(V); f_1mu = np.empty(V); mantissa = np.empty(V)
-    for i in range(S):
-        # three loops rather than branches inside one: each stays a straight SIMD loop
-        if not need_deviance:
-            for t in range(V):
-                yy = float(y[i, t])
-                e = eta0 + (eta1 - eta0) * yy if mode == 2 else eta[i, t]
-                mu, w[i, t], c[i, t], q[i, t] = _weights(e, mode, link, prior, yv0 + (yv1 - yv0) * yy)
-        elif binary:
-            for t in range(V):
-                yy = float(y[i, t])
-                e = eta0 + (eta1 - eta0) * yy if mode == 2 else eta[i, t]
-                mu, w[i, t], c[i, t], q[i, t] = _weights(e, mode, link, prior, yy)
-                log_mu[t] = mu if yy > 0.5 else 1.0 - mu
-                f_mu[t] = -2.0
-            _accumulate_log(log_mu, f_mu, mantissa, dev)
-        else:
-            for t in range(V):
-                yy = float(y[i, t])
-                yv = yv0 + (yv1 - yv0) * yy
-                e = eta0 + (eta1 - eta0) * yy if mode == 2 else eta[i, t]
-                mu, w[i, t], c[i, t], q[i, t] = _weights(e, mode, link, prior, yv)
-                log_mu[t] = mu; log_1mu[t] = 1.0 - mu
-                f_mu[t] = -2.0 * prior * yv; f_1mu[t] = -2.0 * prior * (1.0 - yv)
-                dev[t] += 2.0 * prior * (c0 + (c1 - c0) * yy)
-            _accumulate_log(log_mu, f_mu, mantissa, dev)
-            _accumulate_log(log_1mu, f_1mu, mantissa, dev)
+def _working_quantities(eta_all, Yt, s0, m, rows, mode, link, prior, yv0, yv1, need_deviance,
+                        w, c, q, own, other, acc_own, acc_other, dev_lanes):
+    "One chunk, voxels x subjects: IRLS weight w, score (mode 2: working response) term c, MeanBR factor q = w d'/d; deviance."
+    S = w.shape[1]
+    working = 1.0 if mode == 2 else 0.0
+    for t in range(rows.size):
+        y = Yt[rows[t], s0:s0 + m]
+        eta, w_t, c_t, q_t = eta_all[t], w[t], c[t], q[t]
+        if link == 0: _subject_loop(eta, y, m, 0, prior, yv0, yv1, working, w_t, c_t, q_t, own, other)
+        else: _subject_loop(eta, y, m, 1, prior, yv0, yv1, working, w_t, c_t, q_t, own, other)
+        for i in range(m, S):  # padding after the last subject adds nothing
+            w_t[i] = 0.0; c_t[i] = 0.0; q_t[i] = 0.0; own[i] = 1.0; other[i] = 1.0
+        if need_deviance:  # -2 prior {(1 - delta) log P(own outcome) + delta log P(other outcome)}, LANES logs per chunk
+            for i0 in range(0, S, LANES):
+                for j in range(LANES): acc_own[j] *= own[i0 + j]
+            _add_log(acc_own, -2.0 * prior * (1.0 - yv0), dev_lanes[t])
+            if yv0 != 0.0:
+                for i0 in range(0, S, LANES):
+                    for j in range(LANES): acc_other[j] *= other[i0 + j]
+                _add_log(acc_other, -2.0 * prior * yv0, dev_lanes[t])
 
 @njit(**_FAST)
-def _gather_subjects(Yt, rows, s0, out):
-    "out[i, t] = Yt[rows[t], s0 + i]: a subjects x voxels tile of the voxel-major lesion matrix."
-    S, T = out.shape
-    for t in range(T):
-        r = rows[t]
-        for i in range(S): out[i, t] = Yt[r, s0 + i]
+def _mustart_predictor(Yt, s0, m, rows, eta0, eta1, eta):
+    "glm.fit's first linear predictor, g(mustart): eta0 for y = 0 and eta1 for y = 1."
+    for t in range(rows.size):
+        y = Yt[rows[t], s0:s0 + m]
+        for i in range(m): eta[t, i] = eta0 + (eta1 - eta0) * float(y[i])
+
+@njit(**_FAST)
+def _transpose_bytes(Y):
+    "Voxel-major copy of a subjects x voxels uint8 matrix, in 64 x 64 blocks (numpy's strided byte copy is ~6x slower)."
+    n, v = Y.shape
+    out = np.empty((v, n), np.uint8)
+    for i0 in range(0, n, 64):
+        for j0 in range(0, v, 64):
+            for j in range(j0, min(v, j0 + 64)):
+                for i in range(i0, min(n, i0 + 64)): out[j, i] = Y[i, j]
+    return out
+
+@njit(**_FAST)
+def _max_abs_linear_predictor(X, B):
+    "max_i |x_i' b| for every row b of B (voxels x covariates), without a subjects x voxels temporary."
+    n, p = X.shape
+    out = np.zeros(B.shape[0])
+    for j in range(B.shape[0]):
+        m = 0.0
+        for i in range(n):
+            s = 0.0
+            for k in range(p): s += X[i, k] * B[j, k]
+            m = max(m, abs(s))
+        out[j] = m
+    return out
 
 @njit(**_FAST)
 def _invert_information(info, p, inverse, ok):
-    "Per voxel, invert X'WX from its packed lower triangle (pairs x voxels) by Cholesky; flag non-positive-definite ones."
-    V = info.shape[1]
+    "Per voxel, invert X'WX from its packed lower triangle (voxels x pairs) by Cholesky; flag non-positive-definite ones."
     L = np.zeros((p, p)); Linv = np.zeros((p, p))
-    for t in range(V):
+    for t in range(info.shape[0]):
         good = True
         for k in range(p):
             for l in range(k, p):
-                s = info[l * (l + 1) // 2 + k, t]
+                s = info[t, l * (l + 1) // 2 + k]
                 for m in range(k): s -= L[k, m] * L[l, m]
                 if l == k:
                     if not (s > 0.0):
@@ -185,93 +210,121 @@ def _invert_information(info, p, inverse, ok):
             for l in range(k + 1):
                 s = 0.0
                 for m in range(k, p): s += Linv[m, k] * Linv[m, l]
-                inverse[k, l, t] = s; inverse[l, k, t] = s
+                inverse[t, k, l] = s; inverse[t, l, k] = s
 
 @njit(**_FAST)
 def _pack_inverse(inverse, p, packed):
-    "Packed inverse with doubled off-diagonal: h_i / w_i = sum over pairs of (x_ik x_il) * packed."
-    V = packed.shape[1]
-    for k in range(p):
-        for l in range(k + 1):
-            f = 1.0 if k == l else 2.0
-            for t in range(V): packed[k * (k + 1) // 2 + l, t] = f * inverse[k, l, t]
+    "Packed inverse with doubled off-diagonal (voxels x pairs): h_i / w_i = sum over pairs of (x_ik x_il) * packed."
+    for t in range(packed.shape[0]):
+        for k in range(p):
+            for l in range(k + 1):
+                packed[t, k * (k + 1) // 2 + l] = (1.0 if k == l else 2.0) * inverse[t, k, l]
 
 @njit(**_FAST)
 def _solve(inverse, rhs, ok, p, step, se, rows):
     "Scoring step I^-1 (U + A) and standard errors sqrt(diag I^-1) into the block's rows; NaN where I is singular."
-    for t in range(rhs.shape[1]):
+    for t in range(rhs.shape[0]):
         j = rows[t]
         for k in range(p):
             s = 0.0
-            for l in range(p): s += inverse[k, l, t] * rhs[l, t]
+            for l in range(p): s += inverse[t, k, l] * rhs[t, l]
             step[j, k] = s if ok[t] else np.nan
-            se[j, k] = math.sqrt(inverse[k, k, t]) if ok[t] else np.nan
+            se[j, k] = math.sqrt(inverse[t, k, k]) if ok[t] else np.nan
 
 def pair_products(X):
     "Products x_k x_l (l <= k) of the design columns, subjects x pairs: the rows of X^T W X are sums of these."
     n, p = X.shape
     return np.ascontiguousarray(np.column_stack([X[:, k] * X[:, l] for k in range(p) for l in range(k + 1)]))
 
+@njit(**_FAST)
+def _evaluate_tile(X_chunks, Xt_chunks, XX_chunks, XXt_chunks, sizes, Yt, rows, B_rows, mode, link, prior, yv0, yv1,
+                   eta0, eta1, entropy, need_deviance, eta, w, c, q, q_all, own, other, acc_own, acc_other, dev_lanes,
+                   info, rhs, info_part, rhs_part, inverse, packed, ok, dev, step, se):
+    "One tile of voxels: sums over subject chunks (BLAS), Cholesky inverse, MeanBR's second pass, step and SEs."
+    p = X_chunks.shape[2]
+    info[:] = 0.0; rhs[:] = 0.0; dev_lanes[:] = 0.0; acc_own[:] = 1.0; acc_other[:] = 1.0
+    s0 = 0
+    for k in range(X_chunks.shape[0]):
+        m = sizes[k]
+        if mode == 2: _mustart_predictor(Yt, s0, m, rows, eta0, eta1, eta)
+        else: np.dot(B_rows, Xt_chunks[k], eta)  # linear predictors, voxels x subjects
+        _working_quantities(eta, Yt, s0, m, rows, mode, link, prior, yv0, yv1, need_deviance,
+                            w, c, q, own, other, acc_own, acc_other, dev_lanes)
+        if mode == 1: q_all[k] = q
+        np.dot(w, XX_chunks[k], info_part); info += info_part  # X'WX as w P, P the pair products
+        np.dot(c, X_chunks[k], rhs_part); rhs += rhs_part  # U = X'c
+        s0 += m
+    if need_deviance:
+        for t in range(rows.size): dev[t] = dev_lanes[t].sum() + 2.0 * prior * entropy * s0
+    _invert_information(info, p, inverse, ok)
+    if mode == 1:  # second pass: hat values h = w x'I^-1 x, adjustment A = sum_i h_i (d'_i / 2 d_i) x_i
+        _pack_inverse(inverse, p, packed)
+        for k in range(X_chunks.shape[0]):
+            np.dot(packed, XXt_chunks[k], w)  # w is spent: h / w into it
+            w *= q_all[k]
+            np.dot(w, X_chunks[k], rhs_part)
+            rhs += 0.5 * rhs_part
+    _solve(inverse, rhs, ok, p, step, se, rows)
+
 class _Evaluator:
     "Deviance, (adjusted) scoring steps and standard errors of a block of voxels: BLAS products plus one SIMD kernel."
     def __init__(self, X, Y_block, link):
         # a fresh copy: BLAS rounding can depend on the alignment of its inputs (dask hands over unaligned buffers)
-        self.X = np.array(X, dtype=np.float64, order="C", copy=True)
-        self.n, self.p = n, p = self.X.shape
-        self.XX = pair_products(self.X)
-        self.Yt = np.ascontiguousarray(np.asarray(Y_block, dtype=np.uint8).T)  # voxels x subjects: rows gather fast
+        X = np.array(X, dtype=np.float64, order="C", copy=True)
+        self.n, self.p = n, p = X.shape
+        # subjects in chunks of S (a multiple of LANES), zero-padded: padding rows add nothing to any sum
+        self.chunk = S = min(CHUNK, -(-n // LANES) * LANES)
+        n_chunks = -(-n // S)
+        padded = np.zeros((n_chunks * S, p)); padded[:n] = X
+        self.X_chunks = padded.reshape(n_chunks, S, p)
+        self.Xt_chunks = np.ascontiguousarray(self.X_chunks.transpose(0, 2, 1))
+        self.XX_chunks = pair_products(padded).reshape(n_chunks, S, -1)
+        self.XXt_chunks = np.ascontiguousarray(self.XX_chunks.transpose(0, 2, 1))
+        self.sizes = np.minimum(S, n - S * np.arange(n_chunks))
+        self.Yt = _transpose_bytes(np.asarray(Y_block, dtype=np.uint8))  # voxels x subjects: a voxel's row is contiguous
         v = self.Yt.shape[0]
-        self.link, self.chunk = link, min(CHUNK, n)
+        self.link = link
         self.step = np.zeros((v, p)); self.se = np.zeros((v, p)); self.dev = np.zeros(v); self.ok = np.ones(v, bool)
-        S, T, P = self.chunk, TILE, p * (p + 1) // 2
-        self._work = [np.empty((S, T)) for _ in range(4)] + [np.empty((S, T), np.uint8)]
-        self._info = np.empty((P, T)); self._rhs = np.empty((p, T)); self._inverse = np.empty((p, p, T))
-        self._packed = np.empty((P, T)); self._tile_ok = np.empty(T, np.bool_); self._q = np.empty((n, T))
+        self._scratch = {}
 
-    def run(self, B, active, mode, prior=1.0, yv0=0.0, yv1=1.0, eta0=0.0, eta1=0.0, deviance=True):
+    def _tile_arrays(self, T):
+        "Working arrays of a tile of T voxels, contiguous (BLAS writes into them); kept for the full and last tile sizes."
+        if T not in self._scratch:
+            if len(self._scratch) > 1: self._scratch.pop(next(k for k in self._scratch if k != TILE))
+            S, p, n_chunks = self.chunk, self.p, self.X_chunks.shape[0]
+            P = p * (p + 1) // 2
+            self._scratch[T] = ([np.empty((T, S)) for _ in range(4)] + [np.empty((n_chunks, T, S))]
+                                + [np.empty(S) for _ in range(2)] + [np.empty(LANES), np.empty(LANES), np.empty((T, LANES))]
+                                + [np.empty((T, P)), np.empty((T, p)), np.empty((T, P)), np.empty((T, p)),
+                                   np.empty((T, p, p)), np.empty((T, P)), np.empty(T, np.bool_)])
+        return self._scratch[T]
+
+    def run(self, B, active, mode, prior=1.0, delta=0.0, eta0=0.0, eta1=0.0, deviance=True):
         "Fill step, se, ok (and dev) for the voxels `active` at coefficients B (modes: 0 ML, 1 MeanBR, 2 mustart)."
-        n, p, S, X, XX = self.n, self.p, self.chunk, self.X, self.XX
-        entropy = lambda a: (a * math.log(a) if a > 0 else 0.0) + ((1 - a) * math.log(1 - a) if a < 1 else 0.0)
-        c0, c1 = entropy(yv0), entropy(yv1)
+        yv0, yv1 = delta, 1.0 - delta  # responses for y = 0 and y = 1
+        x_log_x = lambda a: a * math.log(a) if a > 0 else 0.0
+        entropy = x_log_x(delta) + x_log_x(1.0 - delta)  # of the responses: the saturated model's log-likelihood
+        B = np.ascontiguousarray(B, dtype=np.float64)
         for lo in range(0, active.size, TILE):
-            rows = active[lo:lo + TILE]
-            T = rows.size
-            Bt = np.ascontiguousarray(B[rows].T)
-            info = self._info[:, :T]; info[:] = 0.0
-            rhs = self._rhs[:, :T]; rhs[:] = 0.0
-            dev = np.zeros(T) if deviance else np.empty(0)
-            # a partial last tile gets its own contiguous arrays, once per tile rather than once per chunk
-            work = self._work if T == TILE else [np.empty((S, T), a.dtype) for a in self._work]
-            for s0 in range(0, n, S):
-                m = min(n, s0 + S) - s0
-                eta, w, c, q, y = (a[:m] for a in work)
-                if mode != 2: np.dot(X[s0:s0 + m], Bt, out=eta)
-                _gather_subjects(self.Yt, rows, s0, y)
-                _working_quantities(eta, y, mode, self.link, prior, yv0, yv1, eta0, eta1, c0, c1, w, c, q, dev)
-                if mode == 1: self._q[s0:s0 + m, :T] = q
-                info += XX[s0:s0 + m].T @ w
-                rhs += X[s0:s0 + m].T @ c
-            inverse, ok = self._inverse[:, :, :T], self._tile_ok[:T]
-            _invert_information(info, p, inverse, ok)
-            if mode == 1:  # second pass: hat values h = w x'I^-1 x, adjustment A = sum_i h_i (d'_i / 2 d_i) x_i
-                packed = self._packed[:, :T]
-                _pack_inverse(inverse, p, packed)
-                for s0 in range(0, n, S):
-                    h = XX[s0:s0 + S] @ packed
-                    h *= self._q[s0:s0 + S, :T]
-                    rhs += 0.5 * (X[s0:s0 + S].T @ h)
-            _solve(inverse, rhs, ok, p, self.step, self.se, rows)
-            self.ok[rows] = ok
+            rows = np.ascontiguousarray(active[lo:lo + TILE])
+            arrays = self._tile_arrays(rows.size)
+            dev = np.zeros(rows.size)
+            _evaluate_tile(self.X_chunks, self.Xt_chunks, self.XX_chunks, self.XXt_chunks, self.sizes, self.Yt, rows, B[rows],
+                           mode, self.link, prior, yv0, yv1, eta0, eta1, entropy, deviance, *arrays, dev,
+                           self.step, self.se)
+            self.ok[rows] = arrays[-1]
             if deviance: self.dev[rows] = dev
 
+
 # %% ../../nbs/10_lesion_glm.ipynb #46a977aa
-def _glm_fit(ev, link, prior=1.0, yv0=0.0, yv1=1.0, epsilon=1e-8, maxit=25):
+def _glm_fit(ev, link, prior=1.0, delta=0.0, epsilon=1e-8, maxit=25):
     "R's `glm.fit` IRLS (start from mustart, relative-deviance stopping rule) for every voxel of a block."
+    yv0, yv1 = delta, 1.0 - delta  # responses for y = 0 and y = 1, with prior weights `prior`
     v, p = ev.Yt.shape[0], ev.p
     B = np.zeros((v, p))
     mu0, mu1 = (prior * yv0 + 0.5) / (prior + 1), (prior * yv1 + 0.5) / (prior + 1)
     everyone = np.arange(v)
-    ev.run(B, everyone, 2, prior, yv0, yv1, _linkfun(mu0, link), _linkfun(mu1, link))
+    ev.run(B, everyone, 2, prior, delta, _linkfun(mu0, link), _linkfun(mu1, link))
     deviance_old = ev.dev.copy()
     B[:] = ev.step
     failed = ~ev.ok.copy()
@@ -280,7 +333,7 @@ def _glm_fit(ev, link, prior=1.0, yv0=0.0, yv1=1.0, epsilon=1e-8, maxit=25):
     se_first = None
     active = everyone[~failed]
     for iteration in range(1, maxit + 1):
-        ev.run(B, active, 0, prior, yv0, yv1)
+        ev.run(B, active, 0, prior, delta)
         if se_first is None: se_first = ev.se.copy()
         failed[active[~ev.ok[active]]] = True
         deviance = ev.dev[active]
@@ -297,7 +350,8 @@ def _brglm_iterate(ev, B, mode, epsilon, maxit, slowit, max_step_factor):
     "brglm2's quasi-Fisher scoring with its step-halving and L1 stopping rule, voxel by voxel state."
     v = B.shape[0]
     everyone = np.arange(v)
-    ev.run(B, everyone, mode, deviance=False)
+    # every evaluation keeps the deviance: a voxel's last one is at its estimate, so no extra pass is needed after
+    ev.run(B, everyone, mode)
     failed = ~ev.ok.copy()
     iteration = np.ones(v, np.int64); halvings = np.zeros(v, np.int64); stopped = np.zeros(v, bool)
     active = everyone[~failed]
@@ -305,7 +359,7 @@ def _brglm_iterate(ev, B, mode, epsilon, maxit, slowit, max_step_factor):
     while active.size:
         previous_l1 = np.abs(ev.step[active]).sum(1)
         B[active] += (slowit * 2.0 ** (-halvings[active]))[:, None] * ev.step[active]
-        ev.run(B, active, mode, deviance=False)
+        ev.run(B, active, mode)
         bad = ~ev.ok[active]
         l1 = np.abs(ev.step[active]).sum(1)
         first = (halvings[active] == 0) & (iteration[active] == 1)
@@ -356,7 +410,7 @@ class GLMResult:
 
 # %% ../../nbs/10_lesion_glm.ipynb #a41ebb2f
 def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor, separation_ratio,
-               separation_steps=25):
+               separation_steps=4):
     "Fit every voxel (column) of a subjects x voxels uint8 block; returns a dict of arrays."
     X = np.array(X, dtype=np.float64, order="C", copy=True)  # aligned, so BLAS rounds alike everywhere
     v, (n, p) = Y_block.shape[1], X.shape
@@ -364,14 +418,12 @@ def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor
     ev = _Evaluator(X, Y_block, link_id)
     if method == "ml":
         B, converged, n_iter, se_first = _glm_fit(ev, link_id, epsilon=epsilon, maxit=maxit)
-        everyone = np.arange(v)
-        ev.run(B, everyone, 0)
-        se, deviance = ev.se.copy(), ev.dev.copy()
-        # separation check: keep scoring past glm's stopping rule; finite estimates stay put, infinite ones run away.
+        se, deviance = ev.se.copy(), ev.dev.copy()  # each voxel's last evaluation was at its estimate
+        deviance[np.isnan(B).any(1)] = np.nan  # no estimate (the first weighted least squares failed)
+        # separation check: keep scoring past glm's stopping rule; finite estimates stay put, infinite ones run away
+        # (along a separating direction each probit step multiplies the SE by about e^(1/2), so 4 steps suffice).
         # Only voxels with a fitted probability beyond Phi(-4.5) ~ 3e-6 (or not converged) can be separated.
-        extreme = np.zeros(v, bool)
-        for s in range(0, v, 256):
-            extreme[s:s + 256] = np.abs(X @ np.nan_to_num(B[s:s + 256]).T).max(0) > 4.5
+        extreme = _max_abs_linear_predictor(X, np.nan_to_num(B)) > 4.5
         candidates = np.flatnonzero(extreme | ~converged)
         B_more = B.copy()
         for _ in range(separation_steps if candidates.size else 0):
@@ -381,7 +433,8 @@ def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor
         se_more = se.copy(); se_more[candidates] = ev.se[candidates]
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             growth, total = se_more / se, se_more / se_first
-            infinite = (growth > 1.5) | (total > separation_ratio) | ~np.isfinite(se)
+            # a singular information after the extra steps is separation too
+            infinite = (growth > 1.5) | (total > separation_ratio) | ~np.isfinite(se) | ~np.isfinite(se_more)
         drift = np.sign(B_more - B + 0.0)
         B = np.where(infinite, np.where(drift == 0, np.sign(B), drift) * np.inf, B)
         se = np.where(infinite, np.inf, se)
@@ -389,11 +442,11 @@ def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor
             z = np.where(infinite, np.nan, B / se)
         return dict(coef=B, se=se, z=z, converged=converged, n_iter=n_iter, deviance=deviance, infinite=infinite)
     adjustment = p / n  # brglm2's response adjustment for the ML starting fit
-    B, _, _, _ = _glm_fit(ev, link_id, prior=1.0 + adjustment, yv0=0.5 * adjustment / (1.0 + adjustment),
-                          yv1=(1.0 + 0.5 * adjustment) / (1.0 + adjustment), epsilon=epsilon, maxit=10000)
+    # responses (y + adjustment / 2) / (1 + adjustment): 1 - delta for y = 1 and delta for y = 0
+    B, _, _, _ = _glm_fit(ev, link_id, prior=1.0 + adjustment, delta=0.5 * adjustment / (1.0 + adjustment),
+                          epsilon=epsilon, maxit=10000)
     n_iter, converged = _brglm_iterate(ev, B, 1, epsilon, maxit, slowit, max_step_factor)
-    ev.run(B, np.arange(v), 0)  # standard errors and deviance at the final estimate
-    se = ev.se.copy()
+    se = ev.se.copy()  # (X'WX)^-1 at the estimate: the information does not depend on the adjustment
     return dict(coef=B, se=se, z=B / se, converged=converged, n_iter=n_iter, deviance=ev.dev.copy(), infinite=None)
 
 # %% ../../nbs/10_lesion_glm.ipynb #b9a89993
@@ -459,6 +512,11 @@ def fit_voxelwise(Y, # subjects x voxels binary lesion matrix (uint8/bool prefer
     names = list(names) if names is not None else [f"x{k}" for k in range(p)]
     if len(names) != p: raise ValueError(f"{len(names)} names for {p} covariates")
     v = Y.shape[1]
+    if scheduler is None:
+        n_jobs = _available_cores() if n_jobs is None else int(n_jobs)
+        if n_jobs < 1: raise ValueError("n_jobs must be >= 1")
+        # fewer blocks than threads would leave cores idle: split the voxels evenly (not below one tile)
+        block_size = min(block_size, max(TILE, -(-v // n_jobs)))
     starts = list(range(0, v, block_size))
     args = (method, link, epsilon, maxit, slowit, max_step_factor, separation_ratio)
     store = _BlockStore(checkpoint_dir, X, args, block_size) if checkpoint_dir is not None else None
@@ -467,8 +525,6 @@ def fit_voxelwise(Y, # subjects x voxels binary lesion matrix (uint8/bool prefer
     if scheduler is None:
         from tqdm.auto import tqdm
         from threadpoolctl import threadpool_limits
-        n_jobs = _available_cores() if n_jobs is None else int(n_jobs)
-        if n_jobs < 1: raise ValueError("n_jobs must be >= 1")
         fit = lambda i: (i, _fit_block(Y[:, starts[i]:starts[i] + block_size], X, *args))
         # one BLAS thread per block thread: the products are small, and nested threading only oversubscribes
         with threadpool_limits(1), ThreadPoolExecutor(min(n_jobs, max(len(todo), 1))) as pool:
@@ -518,7 +574,9 @@ def _fit_blocks_dask(Y, X, starts, block_size, args, scheduler, progress):
     from dask.distributed import Client, progress as dask_progress
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
-        X_future = client.scatter(X, broadcast=True)
+        # a random key: the same design scattered by two clients shares a content-hash key, and the first
+        # client's release can race the second's scatter ("lost dependencies")
+        X_future = client.scatter(X, broadcast=True, hash=False)
         futures = [client.submit(_fit_block_one_blas_thread, Y[:, s:s + block_size], X_future, *args, pure=False)
                    for s in starts]
         if progress: dask_progress(futures)
