@@ -14,7 +14,8 @@ from scipy.special import ndtr, ndtri
 
 # %% auto #0
 __all__ = ['MACHINE_EPSILON', 'PROBIT_THRESHOLD', 'PROBIT_CLIP_TAIL', 'LOGIT_THRESHOLD', 'LINKS', 'METHODS', 'TILE', 'CHUNK',
-           'LANES', 'link_quantities', 'pair_products', 'GLMResult', 'fit_voxelwise', 'fit_glm']
+           'LANES', 'WARM_UP_TOLERANCE', 'WARM_UP_ITERATIONS', 'link_quantities', 'pair_products', 'GLMResult',
+           'fit_voxelwise', 'fit_glm']
 
 # %% ../../nbs/10_lesion_glm.ipynb #0abebe6f
 MACHINE_EPSILON = 2.220446049250313e-16  # R's .Machine$double.eps
@@ -317,16 +318,21 @@ class _Evaluator:
 
 
 # %% ../../nbs/10_lesion_glm.ipynb #46a977aa
-def _glm_fit(ev, link, prior=1.0, delta=0.0, epsilon=1e-8, maxit=25):
-    "R's `glm.fit` IRLS (start from mustart, relative-deviance stopping rule) for every voxel of a block."
+def _glm_fit(ev, link, prior=1.0, delta=0.0, epsilon=1e-8, maxit=25, start=None):
+    "R's `glm.fit` IRLS (from mustart, or from `start`; relative-deviance stopping rule) for every voxel of a block."
     yv0, yv1 = delta, 1.0 - delta  # responses for y = 0 and y = 1, with prior weights `prior`
     v, p = ev.Yt.shape[0], ev.p
-    B = np.zeros((v, p))
-    mu0, mu1 = (prior * yv0 + 0.5) / (prior + 1), (prior * yv1 + 0.5) / (prior + 1)
     everyone = np.arange(v)
-    ev.run(B, everyone, 2, prior, delta, _linkfun(mu0, link), _linkfun(mu1, link))
+    if start is None:  # the first weighted least squares fit from g(mustart) gives the coefficients themselves
+        B = np.zeros((v, p))
+        mu0, mu1 = (prior * yv0 + 0.5) / (prior + 1), (prior * yv1 + 0.5) / (prior + 1)
+        ev.run(B, everyone, 2, prior, delta, _linkfun(mu0, link), _linkfun(mu1, link))
+        B[:] = ev.step
+    else:  # glm.fit(start = ...): the first fit is a scoring step from the start, whose deviance is the old one
+        B = np.array(start, dtype=np.float64, copy=True)
+        ev.run(B, everyone, 0, prior, delta)
+        B += ev.step
     deviance_old = ev.dev.copy()
-    B[:] = ev.step
     failed = ~ev.ok.copy()
     B[failed] = np.nan
     n_iter = np.ones(v, np.int64); converged = np.zeros(v, bool)
@@ -379,6 +385,124 @@ def _brglm_iterate(ev, B, mode, epsilon, maxit, slowit, max_step_factor):
     converged = stopped & ~failed & (iteration < maxit)
     return iteration, converged
 
+# %% ../../nbs/10_lesion_glm.ipynb #cb235e24
+_F32 = np.float32
+# float32 constants: a float64 literal would promote the whole kernel to float64
+_EXP_TAYLOR32 = tuple(_F32(1.0 / math.factorial(k)) for k in range(8))
+_CODY_NUM32 = tuple(_F32(a) for a in (1.0765576773720192317e-8, 0.39894151208813466764, 8.8831497943883759412,
+                                      93.506656132177855979, 597.27027639480026226, 2494.5375852903726711,
+                                      6848.1904505362823326, 11602.651437647350124, 9842.7148383839780218))
+_CODY_DEN32 = tuple(_F32(a) for a in (22.266688044328115691, 235.38790178262499861, 1519.377599407554805,
+                                      6485.558298266760755, 18615.571640885098091, 34900.952721145977266,
+                                      38912.003286093271411, 19685.429676859990727))
+_HALF32, _ONE32, _ZERO32, _CAP32, _ONE_128_32 = _F32(0.5), _F32(1.0), _F32(0.0), _F32(80.0), _F32(1.0 / 128)
+_INV_SQRT_2PI32, _EPS32 = _F32(_INV_SQRT_2PI), _F32(MACHINE_EPSILON)
+_THRESHOLD32, _CLIP_TAIL32 = _F32(PROBIT_THRESHOLD), _F32(PROBIT_CLIP_TAIL)
+WARM_UP_TOLERANCE = 1e-3  # float32 phase stops once a voxel's step (column-scaled design) is below this
+WARM_UP_ITERATIONS = 12  # separated voxels never get there: float64 takes them over after this many
+
+@njit(**_INLINE)
+def _probit_weights32(eta, yv, prior, working):
+    "float32 probit IRLS weight and score (plus w * eta when `working`), R's clamping; ~1e-6 relative error."
+    E, N, D = _EXP_TAYLOR32, _CODY_NUM32, _CODY_DEN32
+    a = abs(eta)
+    r = -_HALF32 * min(eta * eta, _CAP32) * _ONE_128_32
+    e = E[0] + r * (E[1] + r * (E[2] + r * (E[3] + r * (E[4] + r * (E[5] + r * (E[6] + r * E[7]))))))
+    e = e * e; e = e * e; e = e * e; e = e * e; e = e * e; e = e * e; e = e * e
+    d1 = max(_INV_SQRT_2PI32 * e, _EPS32)
+    num = N[0] * a; den = a
+    num = (num + N[1]) * a; den = (den + D[0]) * a
+    num = (num + N[2]) * a; den = (den + D[1]) * a
+    num = (num + N[3]) * a; den = (den + D[2]) * a
+    num = (num + N[4]) * a; den = (den + D[3]) * a
+    num = (num + N[5]) * a; den = (den + D[4]) * a
+    num = (num + N[6]) * a; den = (den + D[5]) * a
+    num = (num + N[7]) * a; den = (den + D[6]) * a
+    lower = _CLIP_TAIL32 if a > _THRESHOLD32 else e * (num + N[8]) / (den + D[7])
+    mu = _ONE32 - lower if eta > _ZERO32 else lower
+    inv_var = _ONE32 / (mu * (_ONE32 - mu))
+    w = prior * d1 * d1 * inv_var
+    return w, prior * d1 * (yv - mu) * inv_var + working * w * eta
+
+@njit(**_FAST)
+def _evaluate_tile32(X_chunks, Xt_chunks, XX_chunks, sizes, Yt, rows, B_rows, mode, prior, delta, eta0, eta1,
+                     eta, w, c, info_part, rhs_part, info, rhs, inverse, ok, step, se):
+    "One tile in float32 (probit, no MeanBR): sums over subject chunks by sgemm, then a float64 Cholesky and step."
+    p = X_chunks.shape[2]
+    working = _ONE32 if mode == 2 else _ZERO32
+    prior32, yv0, slope = _F32(prior), _F32(delta), _F32(1.0 - 2.0 * delta)  # responses delta + (1 - 2 delta) y
+    info[:] = 0.0; rhs[:] = 0.0
+    s0 = 0
+    for k in range(X_chunks.shape[0]):
+        m = sizes[k]
+        if mode == 2: _mustart_predictor(Yt, s0, m, rows, eta0, eta1, eta)
+        else: np.dot(B_rows, Xt_chunks[k], eta)
+        for t in range(rows.size):
+            y = Yt[rows[t], s0:s0 + m]
+            eta_t, w_t, c_t = eta[t], w[t], c[t]
+            for i in range(m): w_t[i], c_t[i] = _probit_weights32(eta_t[i], yv0 + slope * _F32(y[i]), prior32, working)
+            for i in range(m, w.shape[1]): w_t[i] = _ZERO32; c_t[i] = _ZERO32
+        np.dot(w, XX_chunks[k], info_part); info += info_part
+        np.dot(c, X_chunks[k], rhs_part); rhs += rhs_part
+        s0 += m
+    _invert_information(info, p, inverse, ok)
+    _solve(inverse, rhs, ok, p, step, se, rows)
+
+class _Float32Evaluator:
+    "float32 scoring steps of a block (probit, no MeanBR) on a column-scaled copy of the design: the warm-up."
+    def __init__(self, ev):
+        padded = ev.X_chunks.reshape(-1, ev.p)
+        self.scale = np.sqrt((padded ** 2).sum(0) / ev.n)  # root mean square: the intercept keeps scale 1
+        self.scale[self.scale == 0] = 1.0
+        scaled = padded / self.scale
+        n_chunks, S = ev.X_chunks.shape[:2]
+        self.X_chunks = scaled.astype(_F32).reshape(n_chunks, S, ev.p)
+        self.Xt_chunks = np.ascontiguousarray(self.X_chunks.transpose(0, 2, 1))
+        self.XX_chunks = pair_products(scaled).astype(_F32).reshape(n_chunks, S, -1)
+        self.ev, v, p = ev, ev.Yt.shape[0], ev.p
+        self.step = np.zeros((v, p)); self.se = np.zeros((v, p)); self.ok = np.ones(v, bool)
+        P, T = p * (p + 1) // 2, TILE
+        self._arrays = lambda T: ([np.empty((T, S), _F32) for _ in range(3)]
+                                  + [np.empty((T, P), _F32), np.empty((T, p), _F32), np.empty((T, P)), np.empty((T, p)),
+                                     np.empty((T, p, p)), np.empty(T, np.bool_)])
+        self._full = self._arrays(TILE)
+
+    def run(self, B_scaled, active, mode, prior=1.0, delta=0.0, eta0=0.0, eta1=0.0):
+        "Fill step, se and ok (scaled coordinates: coefficients times `scale`) for the voxels `active` (modes: 0 ML, 2 mustart)."
+        ev = self.ev
+        for lo in range(0, active.size, TILE):
+            rows = np.ascontiguousarray(active[lo:lo + TILE])
+            arrays = self._full if rows.size == TILE else self._arrays(rows.size)
+            _evaluate_tile32(self.X_chunks, self.Xt_chunks, self.XX_chunks, ev.sizes, ev.Yt, rows,
+                             B_scaled[rows].astype(_F32), mode, prior, delta, eta0, eta1, *arrays, self.step, self.se)
+            self.ok[rows] = arrays[-1]
+
+def _warm_start(ev32, prior=1.0, delta=0.0, tolerance=WARM_UP_TOLERANCE, iterations=WARM_UP_ITERATIONS):
+    "glm's mustart step and IRLS in float32 until each voxel's step is small: starts, iterations, SEs after the first."
+    v, p = ev32.step.shape
+    everyone = np.arange(v)
+    mu0, mu1 = (prior * delta + 0.5) / (prior + 1), (prior * (1.0 - delta) + 0.5) / (prior + 1)  # mustart
+    ev32.run(np.zeros((v, p)), everyone, 2, prior, delta, _linkfun(mu0, 0), _linkfun(mu1, 0))
+    B = np.where(ev32.ok[:, None], ev32.step, 0.0)
+    failed = ~ev32.ok.copy()
+    n_iter = np.ones(v, np.int64)
+    se_first = np.full((v, p), np.nan)
+    active = everyone[~failed]
+    for iteration in range(iterations):
+        if active.size == 0: break
+        ev32.run(B, active, 0, prior, delta)
+        if iteration == 0: se_first[active] = ev32.se[active] / ev32.scale
+        bad = ~ev32.ok[active]
+        failed[active[bad]] = True
+        active = active[~bad]
+        step = ev32.step[active]
+        B[active] += step
+        n_iter[active] += 1
+        active = active[np.abs(step).max(1) >= tolerance]
+    B[failed] = 0.0  # these start the float64 iterations from zero
+    return B / ev32.scale, n_iter, se_first
+
+
 # %% ../../nbs/10_lesion_glm.ipynb #15905dd2
 @dataclass
 class GLMResult:
@@ -417,7 +541,13 @@ def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor
     link_id = LINKS[link]
     ev = _Evaluator(X, Y_block, link_id)
     if method == "ml":
-        B, converged, n_iter, se_first = _glm_fit(ev, link_id, epsilon=epsilon, maxit=maxit)
+        if link_id == 0:  # float32 warm-up, then glm's float64 iterations to its own stopping rule
+            start, warm_iterations, se_warm = _warm_start(_Float32Evaluator(ev))
+            B, converged, n_iter, se_first = _glm_fit(ev, link_id, epsilon=epsilon, maxit=maxit, start=start)
+            n_iter = n_iter + warm_iterations
+            se_first = np.where(np.isfinite(se_warm), se_warm, se_first)
+        else:
+            B, converged, n_iter, se_first = _glm_fit(ev, link_id, epsilon=epsilon, maxit=maxit)
         se, deviance = ev.se.copy(), ev.dev.copy()  # each voxel's last evaluation was at its estimate
         deviance[np.isnan(B).any(1)] = np.nan  # no estimate (the first weighted least squares failed)
         # separation check: keep scoring past glm's stopping rule; finite estimates stay put, infinite ones run away
@@ -425,6 +555,7 @@ def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor
         # Only voxels with a fitted probability beyond Phi(-4.5) ~ 3e-6 (or not converged) can be separated.
         extreme = _max_abs_linear_predictor(X, np.nan_to_num(B)) > 4.5
         candidates = np.flatnonzero(extreme | ~converged)
+        # (in float64: in float32 the information of a separated direction drowns in rounding, and its SE stops growing)
         B_more = B.copy()
         for _ in range(separation_steps if candidates.size else 0):
             ev.run(B_more, candidates, 0, deviance=False)
