@@ -24,7 +24,7 @@ def main():
     ap.add_argument("--ukb", action="store_true", help="UK Biobank size: 13,680 subjects x 72,603 voxels")
     ap.add_argument("--subjects", type=int, default=13680)
     ap.add_argument("--voxels", type=int, default=2000)
-    ap.add_argument("--peer-voxels", type=int, default=60, help="voxels fitted by the statsmodels loop")
+    ap.add_argument("--peer-voxels", type=int, default=120, help="voxels fitted by the statsmodels loop")
     ap.add_argument("--jobs", type=int, default=None, help="threads fitting voxel blocks (default: all cores)")
     ap.add_argument("--throughput-subjects", default="1000,13680",
                     help="subject counts of the per-core throughput comparison (1,000: the authors' simulations)")

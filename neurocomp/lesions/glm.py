@@ -249,9 +249,9 @@ def _evaluate_tile(X_chunks, Xt_chunks, XX_chunks, XXt_chunks, sizes, Yt, rows, 
         m = sizes[k]
         if mode == 2: _mustart_predictor(Yt, s0, m, rows, eta0, eta1, eta)
         else: np.dot(B_rows, Xt_chunks[k], eta)  # linear predictors, voxels x subjects
+        q_k = q_all[k] if mode == 1 else q  # MeanBR keeps every chunk's q for its second pass
         _working_quantities(eta, Yt, s0, m, rows, mode, link, prior, yv0, yv1, need_deviance,
-                            w, c, q, own, other, acc_own, acc_other, dev_lanes)
-        if mode == 1: q_all[k] = q
+                            w, c, q_k, own, other, acc_own, acc_other, dev_lanes)
         np.dot(w, XX_chunks[k], info_part); info += info_part  # X'WX as w P, P the pair products
         np.dot(c, X_chunks[k], rhs_part); rhs += rhs_part  # U = X'c
         s0 += m
