@@ -222,15 +222,17 @@ def _pack_inverse(inverse, p, packed):
                 packed[t, k * (k + 1) // 2 + l] = (1.0 if k == l else 2.0) * inverse[t, k, l]
 
 @njit(**_FAST)
-def _solve(inverse, rhs, ok, p, step, se, rows):
-    "Scoring step I^-1 (U + A) and standard errors sqrt(diag I^-1) into the block's rows; NaN where I is singular."
+def _solve(inverse, rhs, ok, p, step, se, decrease, rows):
+    "Scoring step s = I^-1 (U + A), standard errors sqrt(diag I^-1) and s'(U + A) into the block's rows; NaN where I is singular."
     for t in range(rhs.shape[0]):
         j = rows[t]
+        decrease[j] = 0.0  # for ML, U's = s'Is: the deviance decrease the step promises (quadratic approximation)
         for k in range(p):
             s = 0.0
             for l in range(p): s += inverse[t, k, l] * rhs[t, l]
             step[j, k] = s if ok[t] else np.nan
             se[j, k] = math.sqrt(inverse[t, k, k]) if ok[t] else np.nan
+            decrease[j] += s * rhs[t, k] if ok[t] else np.nan
 
 def pair_products(X):
     "Products x_k x_l (l <= k) of the design columns, subjects x pairs: the rows of X^T W X are sums of these."
@@ -240,7 +242,7 @@ def pair_products(X):
 @njit(**_FAST)
 def _evaluate_tile(X_chunks, Xt_chunks, XX_chunks, XXt_chunks, sizes, Yt, rows, B_rows, mode, link, prior, yv0, yv1,
                    eta0, eta1, entropy, need_deviance, eta, w, c, q, q_all, own, other, acc_own, acc_other, dev_lanes,
-                   info, rhs, info_part, rhs_part, inverse, packed, ok, dev, step, se):
+                   info, rhs, info_part, rhs_part, inverse, packed, ok, dev, step, se, decrease):
     "One tile of voxels: sums over subject chunks (BLAS), Cholesky inverse, MeanBR's second pass, step and SEs."
     p = X_chunks.shape[2]
     info[:] = 0.0; rhs[:] = 0.0; dev_lanes[:] = 0.0; acc_own[:] = 1.0; acc_other[:] = 1.0
@@ -265,7 +267,7 @@ def _evaluate_tile(X_chunks, Xt_chunks, XX_chunks, XXt_chunks, sizes, Yt, rows, 
             w *= q_all[k]
             np.dot(w, X_chunks[k], rhs_part)
             rhs += 0.5 * rhs_part
-    _solve(inverse, rhs, ok, p, step, se, rows)
+    _solve(inverse, rhs, ok, p, step, se, decrease, rows)
 
 class _Evaluator:
     "Deviance, (adjusted) scoring steps and standard errors of a block of voxels: BLAS products plus one SIMD kernel."
@@ -286,6 +288,7 @@ class _Evaluator:
         v = self.Yt.shape[0]
         self.link = link
         self.step = np.zeros((v, p)); self.se = np.zeros((v, p)); self.dev = np.zeros(v); self.ok = np.ones(v, bool)
+        self.decrease = np.zeros(v)
         self._scratch = {}
 
     def _tile_arrays(self, T):
@@ -312,7 +315,7 @@ class _Evaluator:
             dev = np.zeros(rows.size)
             _evaluate_tile(self.X_chunks, self.Xt_chunks, self.XX_chunks, self.XXt_chunks, self.sizes, self.Yt, rows, B[rows],
                            mode, self.link, prior, yv0, yv1, eta0, eta1, entropy, deviance, *arrays, dev,
-                           self.step, self.se)
+                           self.step, self.se, self.decrease)
             self.ok[rows] = arrays[-1]
             if deviance: self.dev[rows] = dev
 
@@ -338,6 +341,16 @@ def _glm_fit(ev, link, prior=1.0, delta=0.0, epsilon=1e-8, maxit=25, start=None)
     n_iter = np.ones(v, np.int64); converged = np.zeros(v, bool)
     se_first = None
     active = everyone[~failed]
+    if start is not None:
+        # a start already at the optimum (float32 warm-up): the step's deviance decrease s'Is, exact to third order in
+        # the tiny step, passes glm's rule with room to spare, so the next evaluation would only confirm it. Stop: the
+        # coefficients take the step; the SEs are those of the last weights, at the start (R's convention too).
+        predicted = ev.dev - ev.decrease
+        settled = ev.ok & (np.abs(ev.decrease) < 0.5 * epsilon * (np.abs(predicted) + 0.1))
+        ev.dev[settled] = predicted[settled]
+        converged[settled] = True
+        se_first = ev.se.copy()
+        active = active[~settled[active]]
     for iteration in range(1, maxit + 1):
         ev.run(B, active, 0, prior, delta)
         if se_first is None: se_first = ev.se.copy()
@@ -398,7 +411,7 @@ _CODY_DEN32 = tuple(_F32(a) for a in (22.266688044328115691, 235.387901782624998
 _HALF32, _ONE32, _ZERO32, _CAP32, _ONE_128_32 = _F32(0.5), _F32(1.0), _F32(0.0), _F32(80.0), _F32(1.0 / 128)
 _INV_SQRT_2PI32, _EPS32 = _F32(_INV_SQRT_2PI), _F32(MACHINE_EPSILON)
 _THRESHOLD32, _CLIP_TAIL32 = _F32(PROBIT_THRESHOLD), _F32(PROBIT_CLIP_TAIL)
-WARM_UP_TOLERANCE = 1e-3  # float32 phase stops once a voxel's step (column-scaled design) is below this
+WARM_UP_TOLERANCE = 1e-4  # float32 phase stops once a voxel's step (column-scaled design) is below this
 WARM_UP_ITERATIONS = 12  # separated voxels never get there: float64 takes them over after this many
 
 @njit(**_INLINE)
@@ -426,7 +439,7 @@ def _probit_weights32(eta, yv, prior, working):
 
 @njit(**_FAST)
 def _evaluate_tile32(X_chunks, Xt_chunks, XX_chunks, sizes, Yt, rows, B_rows, mode, prior, delta, eta0, eta1,
-                     eta, w, c, info_part, rhs_part, info, rhs, inverse, ok, step, se):
+                     eta, w, c, info_part, rhs_part, info, rhs, inverse, ok, step, se, decrease):
     "One tile in float32 (probit, no MeanBR): sums over subject chunks by sgemm, then a float64 Cholesky and step."
     p = X_chunks.shape[2]
     working = _ONE32 if mode == 2 else _ZERO32
@@ -446,7 +459,7 @@ def _evaluate_tile32(X_chunks, Xt_chunks, XX_chunks, sizes, Yt, rows, B_rows, mo
         np.dot(c, X_chunks[k], rhs_part); rhs += rhs_part
         s0 += m
     _invert_information(info, p, inverse, ok)
-    _solve(inverse, rhs, ok, p, step, se, rows)
+    _solve(inverse, rhs, ok, p, step, se, decrease, rows)
 
 class _Float32Evaluator:
     "float32 scoring steps of a block (probit, no MeanBR) on a column-scaled copy of the design: the warm-up."
@@ -460,7 +473,7 @@ class _Float32Evaluator:
         self.Xt_chunks = np.ascontiguousarray(self.X_chunks.transpose(0, 2, 1))
         self.XX_chunks = pair_products(scaled).astype(_F32).reshape(n_chunks, S, -1)
         self.ev, v, p = ev, ev.Yt.shape[0], ev.p
-        self.step = np.zeros((v, p)); self.se = np.zeros((v, p)); self.ok = np.ones(v, bool)
+        self.step = np.zeros((v, p)); self.se = np.zeros((v, p)); self.ok = np.ones(v, bool); self.decrease = np.zeros(v)
         P, T = p * (p + 1) // 2, TILE
         self._arrays = lambda T: ([np.empty((T, S), _F32) for _ in range(3)]
                                   + [np.empty((T, P), _F32), np.empty((T, p), _F32), np.empty((T, P)), np.empty((T, p)),
@@ -474,18 +487,24 @@ class _Float32Evaluator:
             rows = np.ascontiguousarray(active[lo:lo + TILE])
             arrays = self._full if rows.size == TILE else self._arrays(rows.size)
             _evaluate_tile32(self.X_chunks, self.Xt_chunks, self.XX_chunks, ev.sizes, ev.Yt, rows,
-                             B_scaled[rows].astype(_F32), mode, prior, delta, eta0, eta1, *arrays, self.step, self.se)
+                             B_scaled[rows].astype(_F32), mode, prior, delta, eta0, eta1, *arrays, self.step, self.se,
+                             self.decrease)
             self.ok[rows] = arrays[-1]
 
 def _warm_start(ev32, prior=1.0, delta=0.0, tolerance=WARM_UP_TOLERANCE, iterations=WARM_UP_ITERATIONS):
-    "glm's mustart step and IRLS in float32 until each voxel's step is small: starts, iterations, SEs after the first."
+    "IRLS in float32 from the constant model until each voxel's step is small: starts, iterations, SEs after the first."
     v, p = ev32.step.shape
+    n = ev32.ev.n
     everyone = np.arange(v)
-    mu0, mu1 = (prior * delta + 0.5) / (prior + 1), (prior * (1.0 - delta) + 0.5) / (prior + 1)  # mustart
-    ev32.run(np.zeros((v, p)), everyone, 2, prior, delta, _linkfun(mu0, 0), _linkfun(mu1, 0))
-    B = np.where(ev32.ok[:, None], ev32.step, 0.0)
-    failed = ~ev32.ok.copy()
-    n_iter = np.ones(v, np.int64)
+    # start at the constant model: eta = probit of each voxel's lesion rate (the design's least-squares fit of a
+    # constant, i.e. the intercept when there is one), closer to the optimum than glm's mustart step
+    scaled = ev32.X_chunks.reshape(-1, p)[:n].astype(np.float64)
+    constant_fit = np.linalg.lstsq(scaled, np.ones(n), rcond=None)[0]
+    rate = (delta * n + (1.0 - 2.0 * delta) * ev32.ev.Yt.sum(1, dtype=np.int64)) / n
+    constant_start = ndtri(np.clip(rate, 0.5 / n, 1.0 - 0.5 / n))[:, None] * constant_fit
+    B = constant_start.copy()
+    failed = np.zeros(v, bool)
+    n_iter = np.zeros(v, np.int64)
     se_first = np.full((v, p), np.nan)
     active = everyone[~failed]
     for iteration in range(iterations):
@@ -499,7 +518,7 @@ def _warm_start(ev32, prior=1.0, delta=0.0, tolerance=WARM_UP_TOLERANCE, iterati
         B[active] += step
         n_iter[active] += 1
         active = active[np.abs(step).max(1) >= tolerance]
-    B[failed] = 0.0  # these start the float64 iterations from zero
+    B[failed] = constant_start[failed]  # the float32 information failed: float64 starts from the constant model
     return B / ev32.scale, n_iter, se_first
 
 
@@ -534,7 +553,7 @@ class GLMResult:
 
 # %% ../../nbs/10_lesion_glm.ipynb #a41ebb2f
 def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor, separation_ratio,
-               separation_steps=4):
+               separation_steps=3):
     "Fit every voxel (column) of a subjects x voxels uint8 block; returns a dict of arrays."
     X = np.array(X, dtype=np.float64, order="C", copy=True)  # aligned, so BLAS rounds alike everywhere
     v, (n, p) = Y_block.shape[1], X.shape
