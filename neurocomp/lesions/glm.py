@@ -478,14 +478,17 @@ class _Float32Evaluator:
         self._arrays = lambda T: ([np.empty((T, S), _F32) for _ in range(3)]
                                   + [np.empty((T, P), _F32), np.empty((T, p), _F32), np.empty((T, P)), np.empty((T, p)),
                                      np.empty((T, p, p)), np.empty(T, np.bool_)])
-        self._full = self._arrays(TILE)
+        self._by_size = {}
 
     def run(self, B_scaled, active, mode, prior=1.0, delta=0.0, eta0=0.0, eta1=0.0):
         "Fill step, se and ok (scaled coordinates: coefficients times `scale`) for the voxels `active` (modes: 0 ML, 2 mustart)."
         ev = self.ev
         for lo in range(0, active.size, TILE):
             rows = np.ascontiguousarray(active[lo:lo + TILE])
-            arrays = self._full if rows.size == TILE else self._arrays(rows.size)
+            if rows.size not in self._by_size:  # kept for the full and the last tile sizes
+                if len(self._by_size) > 1: self._by_size.pop(next(k for k in self._by_size if k != TILE))
+                self._by_size[rows.size] = self._arrays(rows.size)
+            arrays = self._by_size[rows.size]
             _evaluate_tile32(self.X_chunks, self.Xt_chunks, self.XX_chunks, ev.sizes, ev.Yt, rows,
                              B_scaled[rows].astype(_F32), mode, prior, delta, eta0, eta1, *arrays, self.step, self.se,
                              self.decrease)
@@ -519,7 +522,9 @@ def _warm_start(ev32, prior=1.0, delta=0.0, tolerance=WARM_UP_TOLERANCE, iterati
         n_iter[active] += 1
         active = active[np.abs(step).max(1) >= tolerance]
     B[failed] = constant_start[failed]  # the float32 information failed: float64 starts from the constant model
-    return B / ev32.scale, n_iter, se_first
+    settled = ~failed
+    settled[active] = False  # still moving after `iterations`: all separated voxels, whose steps never shrink
+    return B / ev32.scale, n_iter, se_first, settled
 
 
 # %% ../../nbs/10_lesion_glm.ipynb #15905dd2
@@ -561,18 +566,22 @@ def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor
     ev = _Evaluator(X, Y_block, link_id)
     if method == "ml":
         if link_id == 0:  # float32 warm-up, then glm's float64 iterations to its own stopping rule
-            start, warm_iterations, se_warm = _warm_start(_Float32Evaluator(ev))
+            start, warm_iterations, se_warm, settled = _warm_start(_Float32Evaluator(ev))
             B, converged, n_iter, se_first = _glm_fit(ev, link_id, epsilon=epsilon, maxit=maxit, start=start)
             n_iter = n_iter + warm_iterations
             se_first = np.where(np.isfinite(se_warm), se_warm, se_first)
         else:
             B, converged, n_iter, se_first = _glm_fit(ev, link_id, epsilon=epsilon, maxit=maxit)
+            settled = np.zeros(v, bool)
         se, deviance = ev.se.copy(), ev.dev.copy()  # each voxel's last evaluation was at its estimate
         deviance[np.isnan(B).any(1)] = np.nan  # no estimate (the first weighted least squares failed)
         # separation check: keep scoring past glm's stopping rule; finite estimates stay put, infinite ones run away
         # (along a separating direction each probit step multiplies the SE by about e^(1/2), so 4 steps suffice).
-        # Only voxels with a fitted probability beyond Phi(-4.5) ~ 3e-6 (or not converged) can be separated.
-        extreme = _max_abs_linear_predictor(X, np.nan_to_num(B)) > 4.5
+        # Only voxels with a fitted probability beyond Phi(-4.5) ~ 3e-6 (or not converged) can be separated, and
+        # only if their float32 warm-up never settled (along a separating direction the steps do not shrink).
+        unsettled = np.flatnonzero(~settled)
+        extreme = np.zeros(v, bool)
+        extreme[unsettled] = _max_abs_linear_predictor(X, np.nan_to_num(B[unsettled])) > 4.5
         candidates = np.flatnonzero(extreme | ~converged)
         # (in float64: in float32 the information of a separated direction drowns in rounding, and its SE stops growing)
         B_more = B.copy()
