@@ -535,7 +535,7 @@ class GLMResult:
     se: np.ndarray # standard errors from the inverse Fisher information; inf where the MLE is infinite
     z: np.ndarray # Wald statistics coef/se; NaN where the MLE is infinite
     converged: np.ndarray # iteration met its stopping rule before maxit
-    n_iter: np.ndarray # outer iterations used
+    n_iter: np.ndarray # outer iterations used (ML probit: the float32 warm-up's plus glm's float64 ones)
     deviance: np.ndarray # residual deviance at the estimate
     infinite: np.ndarray | None # (ML) the MLE of this coefficient does not exist (separation); None for MeanBR
     method: str = "meanbr"
