@@ -269,6 +269,19 @@ def _evaluate_tile(X_chunks, Xt_chunks, XX_chunks, XXt_chunks, sizes, Yt, rows, 
             rhs += 0.5 * rhs_part
     _solve(inverse, rhs, ok, p, step, se, decrease, rows)
 
+def _design_chunks(padded, n_chunks, dtype):
+    "A zero-padded design as subject chunks: X (chunks x S x p), its transpose and its pair products (chunks x S x P)."
+    X_chunks = padded.astype(dtype, copy=False).reshape(n_chunks, -1, padded.shape[1])
+    return (X_chunks, np.ascontiguousarray(X_chunks.transpose(0, 2, 1)),
+            pair_products(padded).astype(dtype).reshape(n_chunks, X_chunks.shape[1], -1))
+
+def _scratch_for(cache, T, make):
+    "Working arrays for a tile of T voxels, made once and kept for the full and the last tile sizes."
+    if T not in cache:
+        if len(cache) > 1: cache.pop(next(k for k in cache if k != TILE))
+        cache[T] = make(T)
+    return cache[T]
+
 class _Evaluator:
     "Deviance, (adjusted) scoring steps and standard errors of a block of voxels: BLAS products plus one SIMD kernel."
     def __init__(self, X, Y_block, link):
@@ -279,9 +292,7 @@ class _Evaluator:
         self.chunk = S = min(CHUNK, -(-n // LANES) * LANES)
         n_chunks = -(-n // S)
         padded = np.zeros((n_chunks * S, p)); padded[:n] = X
-        self.X_chunks = padded.reshape(n_chunks, S, p)
-        self.Xt_chunks = np.ascontiguousarray(self.X_chunks.transpose(0, 2, 1))
-        self.XX_chunks = pair_products(padded).reshape(n_chunks, S, -1)
+        self.X_chunks, self.Xt_chunks, self.XX_chunks = _design_chunks(padded, n_chunks, np.float64)
         self.XXt_chunks = np.ascontiguousarray(self.XX_chunks.transpose(0, 2, 1))
         self.sizes = np.minimum(S, n - S * np.arange(n_chunks))
         self.Yt = _transpose_bytes(np.asarray(Y_block, dtype=np.uint8))  # voxels x subjects: a voxel's row is contiguous
@@ -292,25 +303,22 @@ class _Evaluator:
         self._scratch = {}
 
     def _tile_arrays(self, T):
-        "Working arrays of a tile of T voxels, contiguous (BLAS writes into them); kept for the full and last tile sizes."
-        if T not in self._scratch:
-            if len(self._scratch) > 1: self._scratch.pop(next(k for k in self._scratch if k != TILE))
-            S, p, n_chunks = self.chunk, self.p, self.X_chunks.shape[0]
-            P = p * (p + 1) // 2
-            self._scratch[T] = ([np.empty((T, S)) for _ in range(4)] + [np.empty((n_chunks, T, S))]
-                                + [np.empty(S) for _ in range(2)] + [np.empty(LANES), np.empty(LANES), np.empty((T, LANES))]
-                                + [np.empty((T, P)), np.empty((T, p)), np.empty((T, P)), np.empty((T, p)),
-                                   np.empty((T, p, p)), np.empty((T, P)), np.empty(T, np.bool_)])
-        return self._scratch[T]
+        "Working arrays of a tile of T voxels, contiguous (BLAS writes into them)."
+        S, p, n_chunks = self.chunk, self.p, self.X_chunks.shape[0]
+        P = p * (p + 1) // 2
+        return _scratch_for(self._scratch, T, lambda T: (
+            [np.empty((T, S)) for _ in range(4)] + [np.empty((n_chunks, T, S))]
+            + [np.empty(S) for _ in range(2)] + [np.empty(LANES), np.empty(LANES), np.empty((T, LANES))]
+            + [np.empty((T, P)), np.empty((T, p)), np.empty((T, P)), np.empty((T, p)),
+               np.empty((T, p, p)), np.empty((T, P)), np.empty(T, np.bool_)]))
 
     def run(self, B, active, mode, prior=1.0, delta=0.0, eta0=0.0, eta1=0.0, deviance=True):
         "Fill step, se, ok (and dev) for the voxels `active` at coefficients B (modes: 0 ML, 1 MeanBR, 2 mustart)."
         yv0, yv1 = delta, 1.0 - delta  # responses for y = 0 and y = 1
         x_log_x = lambda a: a * math.log(a) if a > 0 else 0.0
         entropy = x_log_x(delta) + x_log_x(1.0 - delta)  # of the responses: the saturated model's log-likelihood
-        B = np.ascontiguousarray(B, dtype=np.float64)
         for lo in range(0, active.size, TILE):
-            rows = np.ascontiguousarray(active[lo:lo + TILE])
+            rows = active[lo:lo + TILE]
             arrays = self._tile_arrays(rows.size)
             dev = np.zeros(rows.size)
             _evaluate_tile(self.X_chunks, self.Xt_chunks, self.XX_chunks, self.XXt_chunks, self.sizes, self.Yt, rows, B[rows],
@@ -415,8 +423,8 @@ WARM_UP_TOLERANCE = 1e-4  # float32 phase stops once a voxel's step (column-scal
 WARM_UP_ITERATIONS = 12  # separated voxels never get there: float64 takes them over after this many
 
 @njit(**_INLINE)
-def _probit_weights32(eta, yv, prior, working):
-    "float32 probit IRLS weight and score (plus w * eta when `working`), R's clamping; ~1e-6 relative error."
+def _probit_weights32(eta, y):
+    "float32 probit IRLS weight and score for a binary response, R's clamping; ~1e-6 relative error."
     E, N, D = _EXP_TAYLOR32, _CODY_NUM32, _CODY_DEN32
     a = abs(eta)
     r = -_HALF32 * min(eta * eta, _CAP32) * _ONE_128_32
@@ -434,26 +442,22 @@ def _probit_weights32(eta, yv, prior, working):
     lower = _CLIP_TAIL32 if a > _THRESHOLD32 else e * (num + N[8]) / (den + D[7])
     mu = _ONE32 - lower if eta > _ZERO32 else lower
     inv_var = _ONE32 / (mu * (_ONE32 - mu))
-    w = prior * d1 * d1 * inv_var
-    return w, prior * d1 * (yv - mu) * inv_var + working * w * eta
+    return d1 * d1 * inv_var, d1 * (y - mu) * inv_var
 
 @njit(**_FAST)
-def _evaluate_tile32(X_chunks, Xt_chunks, XX_chunks, sizes, Yt, rows, B_rows, mode, prior, delta, eta0, eta1,
+def _evaluate_tile32(X_chunks, Xt_chunks, XX_chunks, sizes, Yt, rows, B_rows,
                      eta, w, c, info_part, rhs_part, info, rhs, inverse, ok, step, se, decrease):
-    "One tile in float32 (probit, no MeanBR): sums over subject chunks by sgemm, then a float64 Cholesky and step."
+    "One ML tile in float32 (binary probit): sums over subject chunks by sgemm, then a float64 Cholesky and step."
     p = X_chunks.shape[2]
-    working = _ONE32 if mode == 2 else _ZERO32
-    prior32, yv0, slope = _F32(prior), _F32(delta), _F32(1.0 - 2.0 * delta)  # responses delta + (1 - 2 delta) y
     info[:] = 0.0; rhs[:] = 0.0
     s0 = 0
     for k in range(X_chunks.shape[0]):
         m = sizes[k]
-        if mode == 2: _mustart_predictor(Yt, s0, m, rows, eta0, eta1, eta)
-        else: np.dot(B_rows, Xt_chunks[k], eta)
+        np.dot(B_rows, Xt_chunks[k], eta)
         for t in range(rows.size):
             y = Yt[rows[t], s0:s0 + m]
             eta_t, w_t, c_t = eta[t], w[t], c[t]
-            for i in range(m): w_t[i], c_t[i] = _probit_weights32(eta_t[i], yv0 + slope * _F32(y[i]), prior32, working)
+            for i in range(m): w_t[i], c_t[i] = _probit_weights32(eta_t[i], _F32(y[i]))
             for i in range(m, w.shape[1]): w_t[i] = _ZERO32; c_t[i] = _ZERO32
         np.dot(w, XX_chunks[k], info_part); info += info_part
         np.dot(c, X_chunks[k], rhs_part); rhs += rhs_part
@@ -462,49 +466,42 @@ def _evaluate_tile32(X_chunks, Xt_chunks, XX_chunks, sizes, Yt, rows, B_rows, mo
     _solve(inverse, rhs, ok, p, step, se, decrease, rows)
 
 class _Float32Evaluator:
-    "float32 scoring steps of a block (probit, no MeanBR) on a column-scaled copy of the design: the warm-up."
+    "float32 ML scoring steps of a block (binary probit) on a column-scaled copy of the design: the warm-up."
     def __init__(self, ev):
         padded = ev.X_chunks.reshape(-1, ev.p)
         self.scale = np.sqrt((padded ** 2).sum(0) / ev.n)  # root mean square: the intercept keeps scale 1
         self.scale[self.scale == 0] = 1.0
         scaled = padded / self.scale
-        n_chunks, S = ev.X_chunks.shape[:2]
-        self.X_chunks = scaled.astype(_F32).reshape(n_chunks, S, ev.p)
-        self.Xt_chunks = np.ascontiguousarray(self.X_chunks.transpose(0, 2, 1))
-        self.XX_chunks = pair_products(scaled).astype(_F32).reshape(n_chunks, S, -1)
+        self.X_chunks, self.Xt_chunks, self.XX_chunks = _design_chunks(scaled, ev.X_chunks.shape[0], _F32)
+        # the design's least-squares fit of a constant (the intercept when there is one): the warm-up's start
+        self.constant_fit = np.linalg.lstsq(scaled[:ev.n], np.ones(ev.n), rcond=None)[0]
         self.ev, v, p = ev, ev.Yt.shape[0], ev.p
-        self.step = np.zeros((v, p)); self.se = np.zeros((v, p)); self.ok = np.ones(v, bool); self.decrease = np.zeros(v)
-        P, T = p * (p + 1) // 2, TILE
-        self._arrays = lambda T: ([np.empty((T, S), _F32) for _ in range(3)]
-                                  + [np.empty((T, P), _F32), np.empty((T, p), _F32), np.empty((T, P)), np.empty((T, p)),
-                                     np.empty((T, p, p)), np.empty(T, np.bool_)])
-        self._by_size = {}
+        self.step = np.zeros((v, p)); self.se = np.zeros((v, p)); self.ok = np.ones(v, bool)
+        self._decrease = np.zeros(v)  # written by _solve, not needed here
+        self._scratch = {}
 
-    def run(self, B_scaled, active, mode, prior=1.0, delta=0.0, eta0=0.0, eta1=0.0):
-        "Fill step, se and ok (scaled coordinates: coefficients times `scale`) for the voxels `active` (modes: 0 ML, 2 mustart)."
-        ev = self.ev
+    def run(self, B_scaled, active):
+        "Fill step, se and ok (scaled coordinates: coefficients times `scale`) for the voxels `active`."
+        ev, S, p = self.ev, self.ev.chunk, self.ev.p
+        P = p * (p + 1) // 2
+        make = lambda T: ([np.empty((T, S), _F32) for _ in range(3)]
+                          + [np.empty((T, P), _F32), np.empty((T, p), _F32), np.empty((T, P)), np.empty((T, p)),
+                             np.empty((T, p, p)), np.empty(T, np.bool_)])
         for lo in range(0, active.size, TILE):
-            rows = np.ascontiguousarray(active[lo:lo + TILE])
-            if rows.size not in self._by_size:  # kept for the full and the last tile sizes
-                if len(self._by_size) > 1: self._by_size.pop(next(k for k in self._by_size if k != TILE))
-                self._by_size[rows.size] = self._arrays(rows.size)
-            arrays = self._by_size[rows.size]
+            rows = active[lo:lo + TILE]
+            arrays = _scratch_for(self._scratch, rows.size, make)
             _evaluate_tile32(self.X_chunks, self.Xt_chunks, self.XX_chunks, ev.sizes, ev.Yt, rows,
-                             B_scaled[rows].astype(_F32), mode, prior, delta, eta0, eta1, *arrays, self.step, self.se,
-                             self.decrease)
+                             B_scaled[rows].astype(_F32), *arrays, self.step, self.se, self._decrease)
             self.ok[rows] = arrays[-1]
 
-def _warm_start(ev32, prior=1.0, delta=0.0, tolerance=WARM_UP_TOLERANCE, iterations=WARM_UP_ITERATIONS):
+def _warm_start(ev32, tolerance=WARM_UP_TOLERANCE, iterations=WARM_UP_ITERATIONS):
     "IRLS in float32 from the constant model until each voxel's step is small: starts, iterations, SEs after the first."
     v, p = ev32.step.shape
     n = ev32.ev.n
     everyone = np.arange(v)
-    # start at the constant model: eta = probit of each voxel's lesion rate (the design's least-squares fit of a
-    # constant, i.e. the intercept when there is one), closer to the optimum than glm's mustart step
-    scaled = ev32.X_chunks.reshape(-1, p)[:n].astype(np.float64)
-    constant_fit = np.linalg.lstsq(scaled, np.ones(n), rcond=None)[0]
-    rate = (delta * n + (1.0 - 2.0 * delta) * ev32.ev.Yt.sum(1, dtype=np.int64)) / n
-    constant_start = ndtri(np.clip(rate, 0.5 / n, 1.0 - 0.5 / n))[:, None] * constant_fit
+    # start at the constant model, eta = probit of each voxel's lesion rate: closer to the optimum than glm's mustart step
+    rate = ev32.ev.Yt.sum(1, dtype=np.int64) / n
+    constant_start = ndtri(np.clip(rate, 0.5 / n, 1.0 - 0.5 / n))[:, None] * ev32.constant_fit
     B = constant_start.copy()
     failed = np.zeros(v, bool)
     n_iter = np.zeros(v, np.int64)
@@ -512,7 +509,7 @@ def _warm_start(ev32, prior=1.0, delta=0.0, tolerance=WARM_UP_TOLERANCE, iterati
     active = everyone[~failed]
     for iteration in range(iterations):
         if active.size == 0: break
-        ev32.run(B, active, 0, prior, delta)
+        ev32.run(B, active)
         if iteration == 0: se_first[active] = ev32.se[active] / ev32.scale
         bad = ~ev32.ok[active]
         failed[active[bad]] = True
