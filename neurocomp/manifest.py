@@ -4,25 +4,30 @@
 
 # %% ../nbs/02_manifest.ipynb #be3c6db4
 from __future__ import annotations
-import os, shutil, tempfile, urllib.parse, urllib.request
+import contextlib, hashlib, json, os, re, secrets, shutil, stat, sys, time, urllib.parse, urllib.request
 from pathlib import Path
 import pandas as pd
 import yaml
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
-from .core import data_dir, file_sha256, atomic_path
+from .core import data_dir, file_sha256, write_json_atomic
 
 # %% auto #0
-__all__ = ['KINDS', 'DatasetNotAvailable', 'ManifestError', 'manifest_path', 'load_manifest', 'dataset_entry', 'verify_dataset',
-           'dataset_dir', 'import_dataset', 'file_url', 'fetch_dataset', 'dataset_status', 'list_datasets']
+__all__ = ['KINDS', 'MARKER', 'DATASET_NAME', 'DatasetNotAvailable', 'ManifestError', 'manifest_path', 'check_dataset_name',
+           'load_manifest', 'dataset_entry', 'dataset_lock', 'verify_dataset', 'dataset_dir', 'import_dataset',
+           'file_url', 'fetch_dataset', 'dataset_status', 'list_datasets']
 
 # %% ../nbs/02_manifest.ipynb #4d0a1129
 class DatasetNotAvailable(FileNotFoundError):
-    "A dataset of the manifest is not in the local cache."
+    "A dataset of the manifest is not in the local cache, or its cached copy fails verification."
 
 class ManifestError(ValueError):
     "The data manifest is malformed."
 
 KINDS = ("embedded", "synthetic", "external")
+MARKER = ".verified"  # written last into a verified copy: the size and modification time of each of its files
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # one plain folder name inside the cache
+_HEX = frozenset("0123456789abcdef")
 
 def manifest_path() -> Path:
     "The data manifest: `NEUROCOMP_MANIFEST`, else the repository's `data_manifest.yml`, else the packaged copy."
@@ -33,100 +38,267 @@ def manifest_path() -> Path:
         if candidate.exists(): return candidate
     raise ManifestError("no data_manifest.yml found (set NEUROCOMP_MANIFEST)")
 
-def _check_entry(path, name, entry):
-    if not isinstance(entry, dict): raise ManifestError(f"{path}: dataset {name!r} is not a mapping")
+def check_dataset_name(name, # a dataset name, from the manifest or the command line
+                       where: str = "", # prefix for the error (the manifest file)
+                      ) -> str:
+    "`name` if it is one plain folder name, which keeps the dataset inside the cache; else a `ManifestError`."
+    if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):
+        raise ManifestError(f"{where}dataset name {name!r} is not a plain folder name: use 1-100 letters, digits, '.', '_' "
+                            f"or '-', starting with a letter or digit (no path separators), so it stays inside the cache")
+    return name
+
+def _check_file(where: str, f) -> dict:
+    "One `files` entry, checked and normalised: a relative path inside the dataset and a lower-case sha256."
+    if not isinstance(f, dict) or not isinstance(f.get("path"), str):
+        raise ManifestError(f"{where} has a file entry without a 'path' string and a 64-hex sha256: {f!r}")
+    path, sha = f["path"], f.get("sha256")
+    if not isinstance(sha, str) or len(sha) != 64 or not set(sha.lower()) <= _HEX:
+        raise ManifestError(f"{where}: file {path!r} needs a 'sha256' of 64-hex digits, quoted as a string; got {sha!r}")
+    parts = path.split("/")
+    if path.startswith("/") or "\\" in path or "\0" in path or any(p in ("", ".", "..") for p in parts) or parts[0] == MARKER:
+        raise ManifestError(f"{where}: file path {path!r} must be relative, inside the dataset: '/'-separated names, "
+                            f"none empty, '.' or '..', and not the cache marker {MARKER!r}")
+    if "url" in f and not isinstance(f["url"], str):
+        raise ManifestError(f"{where}: file {path!r} has a 'url' that is not a string: {f['url']!r}")
+    return dict(f, sha256=sha.lower())  # hashlib writes lower case
+
+def _check_entry(where, name, entry) -> dict:
+    "A manifest entry, checked; returned as a copy with its file entries normalised."
+    check_dataset_name(name, f"{where}: ")
+    if not isinstance(entry, dict): raise ManifestError(f"{where}: dataset {name!r} is not a mapping")
     missing = {"kind", "description", "access", "licence"} - set(entry)
-    if missing: raise ManifestError(f"{path}: dataset {name!r} lacks {sorted(missing)}")
-    if entry["kind"] not in KINDS: raise ManifestError(f"{path}: dataset {name!r} has kind {entry['kind']!r}; expected one of {KINDS}")
+    if missing: raise ManifestError(f"{where}: dataset {name!r} lacks {sorted(missing)}")
+    if not isinstance(entry["kind"], str) or entry["kind"] not in KINDS:
+        raise ManifestError(f"{where}: dataset {name!r} has kind {entry['kind']!r}; expected one of {KINDS}")
     if entry["kind"] == "synthetic" and "generator" not in entry:
-        raise ManifestError(f"{path}: synthetic dataset {name!r} lacks its 'generator' (dotted function path)")
-    files = entry.get("files", []) or []
-    if not isinstance(files, list): raise ManifestError(f"{path}: dataset {name!r}: 'files' must be a list")
+        raise ManifestError(f"{where}: synthetic dataset {name!r} lacks its 'generator' (dotted function path)")
+    for key in ("base_url", "source"):
+        if key in entry and not isinstance(entry[key], str):
+            raise ManifestError(f"{where}: dataset {name!r}: {key!r} must be a string, got {entry[key]!r}")
+    files = entry.get("files")
+    if files is None: return dict(entry)
+    if not isinstance(files, list): raise ManifestError(f"{where}: dataset {name!r}: 'files' must be a list")
+    checked = [_check_file(f"{where}: dataset {name!r}", f) for f in files]
     seen = set()
-    for f in files:
-        sha = str(f.get("sha256", "")) if isinstance(f, dict) else ""
-        if not isinstance(f, dict) or "path" not in f or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower()):
-            raise ManifestError(f"{path}: dataset {name!r} has a file entry without path and 64-hex sha256: {f!r}")
-        p = Path(f["path"])
-        if p.is_absolute() or ".." in p.parts: raise ManifestError(f"{path}: dataset {name!r}: file path {f['path']!r} must be relative, inside the dataset")
-        if f["path"] in seen: raise ManifestError(f"{path}: dataset {name!r} lists {f['path']!r} twice")
+    for f in checked:
+        if f["path"] in seen: raise ManifestError(f"{where}: dataset {name!r} lists {f['path']!r} twice")
         seen.add(f["path"])
+    folders = {p.rsplit("/", i)[0] for p in seen for i in range(1, p.count("/") + 1)}
+    if folders & seen:
+        raise ManifestError(f"{where}: dataset {name!r} lists {sorted(folders & seen)[0]!r} both as a file and as the folder of other files")
+    return dict(entry, files=checked)
 
 def load_manifest(path: str | os.PathLike | None = None) -> dict:
-    "The manifest as a dict of dataset name → entry, validated."
+    "The manifest as a dict of dataset name → entry, validated (checksums in lower case)."
     path = Path(path) if path is not None else manifest_path()
-    if not path.exists(): raise ManifestError(f"manifest {path} does not exist")
-    try: doc = yaml.safe_load(Path(path).read_text())
+    try: text = path.read_text(encoding="utf-8")
+    except FileNotFoundError: raise ManifestError(f"manifest {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e: raise ManifestError(f"manifest {path} cannot be read as UTF-8 text: {e}") from None
+    try: doc = yaml.safe_load(text)
     except yaml.YAMLError as e: raise ManifestError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("datasets"), dict):
         raise ManifestError(f"{path}: expected a top-level mapping with a 'datasets' mapping")
-    for name, entry in doc["datasets"].items(): _check_entry(path, name, entry)
-    return doc["datasets"]
+    return {name: _check_entry(path, name, entry) for name, entry in doc["datasets"].items()}
 
 def dataset_entry(name: str, manifest: dict | None = None) -> dict:
-    "One manifest entry, with a clear error for unknown names."
+    "One manifest entry, checked like a loaded one, with a clear error for unknown or unsafe names."
     manifest = manifest if manifest is not None else load_manifest()
-    if name not in manifest: raise KeyError(f"unknown dataset {name!r}; known: {sorted(manifest)}")
-    return manifest[name]
+    check_dataset_name(name)  # first: a path-like name is refused whatever the manifest holds
+    if name not in manifest: raise KeyError(f"unknown dataset {name!r}; known: {sorted(map(str, manifest))}")
+    return _check_entry("manifest", name, manifest[name])  # entries passed as dicts get the same checks
 
 # %% ../nbs/02_manifest.ipynb #ae97a23a
-def verify_dataset(name: str, root: str | os.PathLike | None = None, manifest: dict | None = None) -> list[str]:
-    "Problems found checking a dataset folder against the manifest checksums (empty list: all good)."
-    entry = dataset_entry(name, manifest)
-    root = Path(root) if root is not None else data_dir() / name
-    problems = []
-    for f in entry.get("files", []) or []:
+def _lock_path(name: str) -> Path: return data_dir() / f".{name}.lock"
+
+@contextlib.contextmanager
+def dataset_lock(name: str, # dataset name
+                ):
+    "Hold the dataset's lock in the cache (one writer per dataset across processes), saying so when waiting for another run."
+    check_dataset_name(name)
+    data_dir().mkdir(parents=True, exist_ok=True)
+    lock = FileLock(_lock_path(name))
+    try: lock.acquire(timeout=0)
+    except Timeout:
+        print(f"neurocomp: another run is writing dataset {name!r} in {data_dir()}; waiting for it to finish "
+              f"(lock {_lock_path(name)})", file=sys.stderr, flush=True)
+        lock.acquire()
+    try: yield
+    finally: lock.release()
+
+def _wait_for_writer(name: str) -> bool:
+    "Whether another run held the dataset's lock (it may have been publishing the dataset), after waiting for it."
+    if not _lock_path(name).exists(): return False
+    lock = FileLock(_lock_path(name))
+    try: lock.acquire(timeout=0)
+    except Timeout:
+        print(f"neurocomp: dataset {name!r} is being written by another run; waiting for it", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError): lock.acquire(); lock.release()
+        return True
+    except OSError: return False  # a read-only cache: no neurocomp run is writing there
+    lock.release()
+    return False
+
+def _listing_sha256(entry: dict) -> str:
+    "One checksum of the manifest's file list: a marker recorded for another list does not vouch for this one."
+    return hashlib.sha256("\n".join(sorted(f"{f['sha256']}  {f['path']}" for f in entry.get("files") or [])).encode()).hexdigest()
+
+def _file_stats(root: Path, entry: dict) -> tuple[dict, list[str]]:
+    "Size and modification time of each manifest file under `root`, and the files that are missing."
+    stats, problems = {}, []
+    for f in entry.get("files") or []:
         p = root / f["path"]
-        if not p.exists(): problems.append(f"missing: {p}")
-        elif file_sha256(p) != f["sha256"]: problems.append(f"checksum mismatch: {p}")
+        try: st = os.stat(p)
+        except OSError: problems.append(f"missing: {p}"); continue
+        if not stat.S_ISREG(st.st_mode): problems.append(f"missing: {p} (not a file)"); continue
+        stats[f["path"]] = [st.st_size, st.st_mtime_ns]
+    return stats, problems
+
+def _unexpected_files(root: Path, entry: dict) -> list[str]:
+    "Files under a cached copy that the manifest does not list (the marker aside): loaders that glob would read them."
+    expected = {f["path"] for f in entry.get("files") or []} | {MARKER}
+    return sorted(f"unexpected file: {Path(folder, n)}" for folder, _, names in os.walk(root) for n in names
+                  if Path(folder, n).relative_to(root).as_posix() not in expected)
+
+def _checksum_problems(root: Path, entry: dict) -> list[str]:
+    "Files missing under `root` or whose sha256 differs from the manifest's."
+    problems = []
+    for f in entry.get("files") or []:
+        p = root / f["path"]
+        if not p.is_file(): problems.append(f"missing: {p}"); continue
+        try: ok = file_sha256(p) == f["sha256"]
+        except OSError as e: problems.append(f"unreadable: {p} ({e.strerror or e})"); continue
+        if not ok: problems.append(f"checksum mismatch: {p}")
     return problems
 
-def dataset_dir(name: str, manifest: dict | None = None) -> Path:
-    "The cache folder of an external dataset, after checking it is present (checksums are checked on import/fetch)."
-    entry = dataset_entry(name, manifest)
+def _write_marker(root: Path, name: str, entry: dict):
+    "Record, right after a full verification, what later quick checks compare with."
+    stats, problems = _file_stats(root, entry)
+    if problems: raise ValueError(f"{name}: cannot record a verified copy: {_summarise(problems)}")
+    write_json_atomic(root / MARKER, {"format": 2, "dataset": name, "listing_sha256": _listing_sha256(entry),
+                                      "verified": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": stats})
+
+_VERIFIED_HERE: dict = {}  # folder → (file-list checksum, file stats) hashed and found good by this process
+
+def _quick_problems(root: Path, entry: dict) -> list[str] | None:
+    "Problems found comparing sizes and times with those recorded at verification; None when nothing usable is recorded."
+    listing, recorded = _listing_sha256(entry), None
+    here = _VERIFIED_HERE.get(str(root))
+    if here is not None and here[0] == listing: recorded = here[1]
+    else:
+        try: record = json.loads((root / MARKER).read_text())
+        except (OSError, ValueError): record = None
+        if isinstance(record, dict) and record.get("format") == 2 and record.get("listing_sha256") == listing \
+           and isinstance(record.get("files"), dict): recorded = record["files"]
+    if recorded is None: return None
+    stats, problems = _file_stats(root, entry)
+    problems += [f"changed since verified: {root / p}" for p, st in stats.items() if recorded.get(p) != st]
+    return problems + _unexpected_files(root, entry)
+
+def _cached_state(name: str, entry: dict) -> tuple[str, list[str]]:
+    "(`missing` | `cached` | `damaged`, problems) for the cached copy: the quick check, then hashing if it is not conclusive."
     root = data_dir() / name
-    marker = root / ".verified"
-    if not marker.exists():
-        raise DatasetNotAvailable(
-            f"dataset {name!r} is not in the cache {data_dir()}. "
-            f"Seed it with `neurocomp data import {name} --from DIR` or `neurocomp data fetch {name}`"
-            + (f" (source: {entry['source']})" if entry.get("source") else ""))
-    return root
+    if not (root / MARKER).is_file(): return "missing", []
+    if _quick_problems(root, entry) == []: return "cached", []
+    problems = _checksum_problems(root, entry) + _unexpected_files(root, entry)
+    if not problems: _VERIFIED_HERE[str(root)] = (_listing_sha256(entry), _file_stats(root, entry)[0])
+    return ("damaged" if problems else "cached"), problems
 
 def _summarise(problems: list[str]) -> str:
     return "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
 
-def _stage_dataset(name: str, entry: dict, obtain, desc: str) -> Path:
-    "Fill `.NAME.partial` with every file via `obtain(file_entry, tmp_path)`, checking each sha256, then publish it as `NAME`."
-    root = data_dir(); root.mkdir(parents=True, exist_ok=True)
-    final, staging = root / name, root / f".{name}.partial"
-    for f in tqdm(entry["files"], desc=desc, unit="file", leave=False):
-        dst = staging / f["path"]
-        if dst.exists() and file_sha256(dst) == f["sha256"]: continue  # resumed run: already staged and good
-        with atomic_path(dst) as tmp:
-            obtain(f, tmp)
-            got = file_sha256(tmp)
-            if got != f["sha256"]:
-                raise ValueError(f"{name}: checksum mismatch for {f['path']}: expected {f['sha256']}, got {got}")
-    (staging / ".verified").write_text("sha256 of every file verified when staged\n")
-    if final.exists():  # replace an older copy: move it aside first so the swap is a pair of renames
-        old = root / f".{name}.old"; shutil.rmtree(old, ignore_errors=True); os.replace(final, old)
-        os.replace(staging, final); shutil.rmtree(old, ignore_errors=True)
+def verify_dataset(name: str, root: str | os.PathLike | None = None, manifest: dict | None = None) -> list[str]:
+    "Problems found hashing every file of a dataset folder (default: the cached copy, which also may hold no other file); empty: all good."
+    entry = dataset_entry(name, manifest)
+    if root is not None: return _checksum_problems(Path(root), entry)
+    root = data_dir() / name
+    problems = _checksum_problems(root, entry) + _unexpected_files(root, entry)
+    if not problems and (root / MARKER).is_file():
+        with contextlib.suppress(OSError), dataset_lock(name):  # a read-only cache keeps its marker
+            if _checksum_problems(root, entry) == []: _write_marker(root, name, entry)  # re-record sizes and times
+        _VERIFIED_HERE.pop(str(root), None)
+    return problems
+
+def dataset_dir(name: str, manifest: dict | None = None) -> Path:
+    "The cache folder of an external dataset, once its files pass the quick check (or, failing that, their checksums)."
+    entry = dataset_entry(name, manifest)
+    root = data_dir() / name
+    state, problems = _cached_state(name, entry)
+    if state != "cached" and _wait_for_writer(name): state, problems = _cached_state(name, entry)  # it was mid-publish
+    if state == "missing":
+        raise DatasetNotAvailable(
+            f"dataset {name!r} is not in the cache {data_dir()}. "
+            f"Seed it with `neurocomp data import {name} --from DIR` or `neurocomp data fetch {name}`"
+            + (f" (source: {entry['source']})" if entry.get("source") else ""))
+    if state == "damaged":
+        raise DatasetNotAvailable(
+            f"dataset {name!r} in the cache {root} fails verification: {_summarise(problems)}. Replace it with "
+            f"`neurocomp data import {name} --from DIR` or `neurocomp data fetch {name} --force`")
+    return root
+
+# %% ../nbs/02_manifest.ipynb #2c0b5e61
+def _leftovers(name: str) -> list[Path]:
+    "Staging and set-aside folders of this dataset left by runs that died (and `.NAME.partial`/`.NAME.old` of earlier versions)."
+    root = data_dir()
+    found = [p for p in root.glob(f".{name}~*") if p.name.startswith((f".{name}~staging-", f".{name}~old-"))]
+    return sorted(found) + [p for p in (root / f".{name}.partial", root / f".{name}.old") if p.exists()]
+
+def _remove(path: Path):
+    if path.is_symlink() or path.is_file(): path.unlink()
+    else: shutil.rmtree(path, ignore_errors=True)
+
+def _clean_up_after_dead_runs(name: str, entry: dict):
+    "Under the lock: put back a verified copy that a dead run had set aside mid-swap, then delete every leftover."
+    final = data_dir() / name
+    if not final.exists():
+        for aside in data_dir().glob(f".{name}~old-*"):
+            if _quick_problems(aside, entry) == []: os.replace(aside, final); break
+    for p in _leftovers(name): _remove(p)
+
+def _publish(staging: Path, final: Path):
+    "Rename the verified staging folder onto `final`; an older copy is renamed aside first and deleted after."
+    if final.exists() or final.is_symlink():
+        aside = final.with_name(f".{final.name}~old-{secrets.token_hex(4)}")
+        os.replace(final, aside)
+        os.replace(staging, final)
+        _remove(aside)
     else: os.replace(staging, final)
+
+def _stage_dataset(name: str, entry: dict, obtain, desc: str, keep_cached: bool = False) -> Path:
+    "Under the dataset's lock: fill a fresh staging folder via `obtain(file_entry, path)`, check every sha256, record the marker, publish."
+    final = data_dir() / name
+    with dataset_lock(name):
+        _clean_up_after_dead_runs(name, entry)
+        if keep_cached and _cached_state(name, entry)[0] == "cached": return final  # published while we waited
+        staging = data_dir() / f".{name}~staging-{secrets.token_hex(6)}"
+        staging.mkdir()  # this run's own folder (mkdir, not mkdtemp: the usual permissions once published)
+        try:
+            for f in tqdm(entry["files"], desc=desc, unit="file", leave=False):
+                dst = staging / f["path"]
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                obtain(f, dst)
+                got = file_sha256(dst)
+                if got != f["sha256"]:
+                    raise ValueError(f"{name}: checksum mismatch for {f['path']}: expected {f['sha256']}, got {got}")
+            extra = _unexpected_files(staging, entry)
+            if extra: raise ValueError(f"{name}: refusing to publish files the manifest does not list: {_summarise(extra)}")
+            _write_marker(staging, name, entry)
+            _publish(staging, final)
+        except BaseException:
+            _remove(staging); raise
+        finally: _VERIFIED_HERE.pop(str(final), None)
     return final
 
 def import_dataset(name: str, source: str | os.PathLike, manifest: dict | None = None) -> Path:
-    "Copy a dataset from a local folder into the cache, verifying every checksum; nothing is left half-written."
-    manifest = manifest if manifest is not None else load_manifest()
+    "Copy a dataset from a local folder into the cache, verifying every checksum; nothing incomplete is ever published."
     entry = dataset_entry(name, manifest)
     source = Path(source)
     if not entry.get("files"):
         raise ValueError(f"dataset {name!r} has no file list in the manifest; nothing to import "
                          f"(restricted data are read in place: see neurocomp.cohorts). Access: {entry['access']}")
     if not source.is_dir(): raise FileNotFoundError(f"import source {source} is not a folder")
-    problems = verify_dataset(name, source, manifest)  # check everything before copying anything
+    problems = _checksum_problems(source, entry)  # check everything before copying anything
     if problems: raise ValueError(f"refusing to import {name!r} from {source}: " + _summarise(problems))
-    return _stage_dataset(name, entry, lambda f, tmp: shutil.copyfile(source / f["path"], tmp), f"import {name}")
+    return _stage_dataset(name, entry, lambda f, dst: shutil.copyfile(source / f["path"], dst), f"import {name}")
 
 # %% ../nbs/02_manifest.ipynb #06a0a8c8
 def file_url(entry: dict, # a manifest entry
@@ -146,24 +318,22 @@ def _download(url: str, dest: Path, timeout: float = 60):
         raise ConnectionError(f"could not download {url}: {e}") from None
 
 def fetch_dataset(name: str, manifest: dict | None = None, force: bool = False) -> Path:
-    "Download an external dataset into the cache from its source, verifying every checksum; nothing is left half-written."
-    manifest = manifest if manifest is not None else load_manifest()
+    "Download an external dataset into the cache from its source, verifying every checksum; nothing incomplete is ever published."
     entry = dataset_entry(name, manifest)
     if entry["kind"] != "external": raise ValueError(f"dataset {name!r} is {entry['kind']}: there is nothing to fetch")
     if not entry.get("files"):
         raise ValueError(f"dataset {name!r} cannot be downloaded automatically. Access: {entry['access']}. "
                          f"Licence: {entry['licence']}. Once you have it, point neurocomp.cohorts at your copy.")
     for f in entry["files"]: file_url(entry, f)  # every file must have an address before anything is downloaded
-    final = data_dir() / name
-    if (final / ".verified").exists() and not force: return final
-    return _stage_dataset(name, entry, lambda f, tmp: _download(file_url(entry, f), tmp), f"fetch {name}")
+    if not force and _cached_state(name, entry)[0] == "cached": return data_dir() / name
+    return _stage_dataset(name, entry, lambda f, dst: _download(file_url(entry, f), dst), f"fetch {name}", keep_cached=not force)
 
 # %% ../nbs/02_manifest.ipynb #cf4f61d4
 def dataset_status(name: str, manifest: dict | None = None) -> str:
-    "`embedded`, `cached` or `missing`."
+    "`embedded`, `cached` (the cached copy passes verification), `damaged` (it does not) or `missing`."
     entry = dataset_entry(name, manifest)
     if entry["kind"] != "external": return "embedded"
-    return "cached" if (data_dir() / name / ".verified").exists() else "missing"
+    return _cached_state(name, entry)[0]
 
 def list_datasets(manifest: dict | None = None) -> pd.DataFrame:
     "One row per dataset of the manifest: name, kind, status, files, fetchable, access, licence, description."
