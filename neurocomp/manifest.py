@@ -212,7 +212,7 @@ def verify_dataset(name: str, root: str | os.PathLike | None = None, manifest: d
     if root is not None: return _checksum_problems(Path(root), entry)
     root = data_dir() / name
     problems = _checksum_problems(root, entry) + _unexpected_files(root, entry)
-    if not problems and (root / MARKER).is_file():
+    if not problems and (root / MARKER).is_file() and _quick_problems(root, entry) != []:  # times changed or an old marker
         with contextlib.suppress(OSError), dataset_lock(name):  # a read-only cache keeps its marker
             if _checksum_problems(root, entry) == []: _write_marker(root, name, entry)  # re-record sizes and times
         _VERIFIED_HERE.pop(str(root), None)
