@@ -115,13 +115,16 @@ def dataset_lock(name: str, # dataset name
                 ):
     "Hold the dataset's lock in the cache (one writer per dataset across processes), saying so when waiting for another run."
     check_dataset_name(name)
-    data_dir().mkdir(parents=True, exist_ok=True)
-    lock = FileLock(_lock_path(name))
-    try: lock.acquire(timeout=0)
-    except Timeout:
-        print(f"neurocomp: another run is writing dataset {name!r} in {data_dir()}; waiting for it to finish "
-              f"(lock {_lock_path(name)})", file=sys.stderr, flush=True)
-        lock.acquire()
+    try:
+        data_dir().mkdir(parents=True, exist_ok=True)
+        lock = FileLock(_lock_path(name))
+        try: lock.acquire(timeout=0)
+        except Timeout:
+            print(f"neurocomp: another run is writing dataset {name!r} in {data_dir()}; waiting for it to finish "
+                  f"(lock {_lock_path(name)})", file=sys.stderr, flush=True)
+            lock.acquire()
+    except OSError as e:  # NEUROCOMP_DATA is a file, or a folder this user cannot write
+        raise ValueError(f"the dataset cache {data_dir()} (NEUROCOMP_DATA) cannot be written: {e.strerror or e}") from None
     try: yield
     finally: lock.release()
 

@@ -230,3 +230,10 @@ def test_any_bytes_load_or_raise_manifest_error(blob):
         try: m.load_manifest(path)
         except m.ManifestError: pass
     finally: os.unlink(path)
+
+
+def test_a_cache_path_that_cannot_be_a_folder_is_a_clear_error(toy, monkeypatch, tmp_path):
+    src, manifest = toy
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("NEUROCOMP_DATA", str(tmp_path / "file"))
+    with pytest.raises(ValueError, match=r"NEUROCOMP_DATA\) cannot be written"): m.import_dataset("toy", src, manifest)
