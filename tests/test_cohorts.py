@@ -25,9 +25,10 @@ def bids(tmp_path):
     return root
 
 
-def _caps_path(root, sub):
-    return (root / "subjects" / f"sub-{sub}" / "ses-M00" / "t1" / "spm" / "dartel" / "group-ADNI" /
-            f"sub-{sub}_ses-M00_T1w_segm-graymatter_space-Ixi549Space_modulated-on_probability.nii.gz")
+def _caps_path(root, sub, space="dartel", modulated="on"):
+    folder = ("dartel/group-ADNI" if space == "dartel" else "segmentation/normalized_space")
+    return (root / "subjects" / f"sub-{sub}" / "ses-M00" / "t1" / "spm" / folder /
+            f"sub-{sub}_ses-M00_T1w_segm-graymatter_space-Ixi549Space_modulated-{modulated}_probability.nii.gz")
 
 
 def test_bids_cohort_loads_and_joins_phenotypes(bids):
@@ -65,16 +66,22 @@ def test_caps_t1_volume_layout(tmp_path):
     table = tmp_path / "diagnosis.tsv"
     pd.DataFrame({"participant_id": ["sub-01", "sub-02"], "session_id": ["ses-M00"] * 2, "diagnosis": ["AD", "CN"]}).to_csv(table, sep="\t", index=False)
     assert detect_layout(root) == "caps"
-    with pytest.raises(ImageCheckError, match=r"differs from the reference grid \(121, 145, 121\)"): load_cohort(root, table)
-    cohort = load_cohort(root, table, grid=4, required=["diagnosis"])
-    assert cohort.layout == "caps" and cohort.phenotypes.diagnosis.tolist() == ["AD", "CN"]
+    # the DARTEL folder is an option; modulated maps are refused unless rescaling is asked for
+    with pytest.raises(ValueError, match="modulated-on_probability.nii.gz: a modulated map"): load_cohort(root, table, space="dartel")
+    cohort = load_cohort(root, table, space="dartel", grid=4, required=["diagnosis"], modulated="rescale")
+    assert cohort.layout == "caps" and cohort.phenotypes.diagnosis.tolist() == ["AD", "CN"] and cohort.rescale_max
+    with pytest.raises(ValueError, match="no CAPS t1-volume graymatter maps"): load_cohort(root, table)  # default: normalized_space
+    for sub in ("01", "02"): _save(_caps_path(root, sub, "normalized_space", "off"))
+    with pytest.raises(ImageCheckError, match=r"differs from the reference grid \(121, 145, 121\)"): load_cohort(root, table, grid=1.5)
+    assert load_cohort(root, table).grid == GRID
 
 
 def test_table_cohort_and_errors(tmp_path):
     _save(tmp_path / "a.nii.gz"); _save(tmp_path / "b.nii.gz", data=np.zeros((4, 4, 4), np.float32))
     (tmp_path / "t.csv").write_text("image,age\na.nii.gz,60\nb.nii.gz,61\n")
-    with pytest.raises(ImageCheckError, match=r"b.nii.gz: shape \(4, 4, 4\) differs"): cohort_from_table(tmp_path / "t.csv", path_column="image")
+    with pytest.raises(ValueError, match=r"no majority grid.*b.nii.gz"): cohort_from_table(tmp_path / "t.csv", path_column="image")
+    with pytest.raises(ImageCheckError, match=r"b.nii.gz: shape \(4, 4, 4\) differs"): cohort_from_table(tmp_path / "t.csv", path_column="image", grid=GRID)
     with pytest.raises(ValueError, match="missing column"): read_phenotypes(tmp_path / "t.csv", required=["sex"])
     with pytest.raises(FileNotFoundError): detect_layout(tmp_path / "nowhere")
-    with pytest.raises(ValueError, match="neither a BIDS dataset"): detect_layout(tmp_path)
+    with pytest.raises(ValueError, match="is neither a UK Biobank bulk folder"): detect_layout(tmp_path)
     with pytest.raises(ImageCheckError, match="does not exist"): check_image(tmp_path / "missing.nii.gz")
