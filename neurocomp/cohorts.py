@@ -336,9 +336,10 @@ class Cohort:
     def torch_dataset(self, targets=None, # None, a phenotypes column name, or an array with one target per image
                       transform=None, # a callable applied to each (1, X, Y, Z) float32 tensor (e.g. a MONAI transform)
                       source: str = "disk", # "disk": read each NIfTI when asked; "memmap": slice the cached stack
+                      cache: str | os.PathLike | None = None, # folder of the memmap stack (default: NEUROCOMP_CACHE/cohorts)
                      ) -> "CohortDataset":
         "A map-style torch dataset of (image, target) pairs read from disk, for `train_model` and a DataLoader."
-        return CohortDataset(self, targets, transform, source)
+        return CohortDataset(self, targets, transform, source, cache)
 
     def subset(self, rows) -> "Cohort":
         "The cohort restricted to `rows` (positions, or a boolean mask of length N), in that order."
@@ -352,11 +353,13 @@ class Cohort:
 # %% ../nbs/04_cohorts.ipynb #cad847f5
 class CohortDataset:
     "Map-style dataset over a cohort: item i is (image (1, X, Y, Z) float32 tensor, target) read from disk."
-    def __init__(self, cohort: Cohort, targets=None, transform=None, source: str = "disk"):
+    def __init__(self, cohort: Cohort, targets=None, transform=None, source: str = "disk", cache=None):
         if source not in ("disk", "memmap"): raise ValueError(f"source must be 'disk' or 'memmap', got {source!r}")
         self.cohort, self.transform, self.source = cohort, transform, source
         self.targets = None if targets is None else self._targets(targets)
-        self._stack = cohort.memmap() if source == "memmap" else None
+        # the stack is opened lazily in each process: a pickled np.memmap would copy its data into every worker
+        self._stack_path = Path(cohort.memmap(cache).filename) if source == "memmap" else None
+        self._stack = None
 
     def _targets(self, targets) -> np.ndarray:
         if isinstance(targets, str):
@@ -364,19 +367,30 @@ class CohortDataset:
                 raise ValueError(f"targets column {targets!r} is not in the phenotypes; they have {list(self.cohort.phenotypes.columns)}")
             values, what = self.cohort.phenotypes[targets].to_numpy(), f"targets column {targets!r}"
         else: values, what = np.asarray(targets), "targets"
-        if len(values) != len(self.cohort): raise ValueError(f"{what} has {len(values)} values for {len(self.cohort)} images")
-        try: values = values.astype(np.float64) if values.dtype == object else values
-        except (TypeError, ValueError): raise TypeError(f"{what} must be numeric (encode categories first, e.g. sex as 0/1)") from None
-        if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool): raise TypeError(f"{what} must be numeric, got {values.dtype}")
+        if values.ndim != 1 or len(values) != len(self.cohort):
+            raise ValueError(f"{what} must be one value per image: got shape {values.shape} for {len(self.cohort)} images")
+        if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
+            try: values = values.astype(np.float64)
+            except (TypeError, ValueError): raise TypeError(f"{what} must be numeric (encode categories first, e.g. sex as 0/1)") from None
         if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
             bad = np.flatnonzero(~np.isfinite(values))[:5]
             raise ValueError(f"{what} has missing or non-finite values at rows {bad.tolist()} (e.g. {self.cohort.paths[bad[0]]})")
         return values
 
+    def fingerprint(self) -> str:
+        "A hash of the image files, the targets and the source: what `train_model` stores in its checkpoint."
+        targets = None if self.targets is None else hashlib.sha256(np.ascontiguousarray(self.targets).tobytes()).hexdigest()
+        return hashlib.sha256(json.dumps([self.cohort.fingerprint(), targets, str(getattr(self.targets, "dtype", None)),
+                                          repr(self.transform)]).encode()).hexdigest()[:24]
+
+    def __getstate__(self): return {**self.__dict__, "_stack": None}
     def __len__(self): return len(self.cohort)
     def __getitem__(self, i):
         import torch
-        data = np.array(self._stack[i]) if self._stack is not None else self.cohort.array(i)
+        if self._stack_path is not None:
+            if self._stack is None: self._stack = np.load(self._stack_path, mmap_mode="r")
+            data = np.array(self._stack[i])
+        else: data = self.cohort.array(i)
         x = torch.from_numpy(data)[None]
         if self.transform is not None: x = self.transform(x)
         if self.targets is None: return x
@@ -465,6 +479,7 @@ def reference_grid(paths: list, # image files
 # %% ../nbs/04_cohorts.ipynb #1710b876
 UKB_FIELDS = {
     "31-0.0": "sex",
+    "21003-2.0": "age",
     "25010-2.0": "brain_volume",
     "25000-2.0": "volumetric_scaling",
     "25001-2.0": "peripheral_grey_matter_volume_normalised",
@@ -492,7 +507,7 @@ UKB_FIELDS = {
     "25024-2.0": "accumbens_right_volume",
     "25025-2.0": "brain_stem_4th_ventricle_volume",
 }
-"UK Biobank main-dataset columns (field-instance.array) -> readable phenotype names; sources in data_manifest.yml."
+"UK Biobank main-dataset columns (field-instance.array) -> readable phenotype names; the source each was checked against is in data_manifest.yml (ukb_brueggeman2020.ukb_fields)."
 
 def _finish(images, phenotypes, grid, layout, root, check, progress, **flags) -> Cohort:
     if check not in (True, False, "full", "header"): raise ValueError(f"check must be 'full', 'header', True or False, got {check!r}")
