@@ -739,12 +739,12 @@ def write_fixture_cohort(root: str | os.PathLike, # the folder to (re)create
     m = len(table)
     base = np.diag([-2.0, 2.0, 2.0, 1.0]); base[:3, 3] = [8.0, -10.0, -8.0]
     if layout == "ukb":
-        affines = [base + np.pad(np.diag([0, 0, 0]), ((0, 1), (0, 1))) + np.eye(4)[:, [3]] @ [[0, 0, 0, 0]] for _ in range(m)]
-        affines = [a.copy() for a in affines]
-        for k, a in enumerate(affines): a[:3, 3] += rng.normal(0, 1, 3)  # native space: each subject its own grid
+        affines = [base.copy() for _ in range(m)]
+        for a in affines: a[:3, 3] += rng.normal(0, 1, 3)  # native space: each subject its own grid
         table = table.drop(columns="session_id")
-        table["31-0.0"] = rng.integers(0, 2, m); table["25010-2.0"] = rng.normal(1.15e6, 1e5, m).round()
-        for f in range(25011, 25026): table[f"{f}-2.0"] = rng.normal(4000, 500, m).round(1)
+        for column, name in UKB_FIELDS.items():  # every mapped field, with plausible values
+            table[column] = (rng.integers(0, 2, m) if name == "sex" else rng.integers(45, 80, m) if name == "age"
+                             else rng.normal(1.15e6, 1e5, m).round() if name == "brain_volume" else rng.normal(4000, 500, m).round(1))
         fast = [rng.integers(0, 4, shape).astype(np.uint8) for _ in range(m)]
         first = [rng.choice([0, 10, 11, 12, 13, 16, 17, 18, 26, 49, 50, 51, 52, 53, 54, 58], shape).astype(np.uint8) for _ in range(m)]
         images = [rng.random(shape).astype(np.float32) * 800 for _ in range(m)]
