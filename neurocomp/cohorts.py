@@ -422,6 +422,7 @@ def join_phenotypes(images: pd.DataFrame, # participant_id, session_id, path[, <
                     table: pd.DataFrame, # the phenotype table with participant_id [and session_id]
                     source: str = "phenotype table", # what the table is, for messages (its path)
                     unmatched_rows: str = "error", # a table row without an image: "error" or "drop"
+                    subject: str = "sub", # how messages name a subject ("sub" -> sub-01; "eid" -> eid-1000001)
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Images and their phenotype rows aligned one to one; any unmatched image or row, or duplicate, is an error naming it."
     if unmatched_rows not in ("error", "drop"): raise ValueError(f"unmatched_rows must be 'error' or 'drop', got {unmatched_rows!r}")
@@ -436,12 +437,14 @@ def join_phenotypes(images: pd.DataFrame, # participant_id, session_id, path[, <
         raise ValueError(f"some images have a session and some not (e.g. {images.path[images._ses.isna()].iloc[0]}); use one layout")
     keys = ["_sub", "_ses"] if with_sessions else ["_sub"]
     if with_sessions: table["_ses"] = _match_labels([_label(v, "ses-") for v in table.session_id], set(images._ses))
-    shown = lambda row: "/".join(f"{k[1:]}-{row[k]}" for k in keys)
-    dup_images = images[images.duplicated(keys, keep=False)]
+    shown = lambda row, keys=keys: "/".join(f"{subject if k == '_sub' else 'ses'}-{row[k]}" for k in keys if row[k] is not None)
+    # an image is identified by subject and session; a table without sessions (BIDS participants.tsv) serves every session
+    identity = images.assign(_ses=images._ses.fillna(""))
+    dup_images = identity[identity.duplicated(["_sub", "_ses"], keep=False)]
     if len(dup_images):
         first = dup_images.iloc[0]
-        same = dup_images[(dup_images[keys] == first[keys]).all(axis=1)].path.tolist()
-        raise ValueError(f"duplicate subject: {shown(first)} has {len(same)} images: {[str(p) for p in same]}")
+        same = dup_images[(dup_images[["_sub", "_ses"]] == first[["_sub", "_ses"]]).all(axis=1)].path.tolist()
+        raise ValueError(f"duplicate subject: {shown(images.loc[first.name], ['_sub', '_ses'])} has {len(same)} images: {[str(p) for p in same]}")
     dup_rows = table[table.duplicated(keys, keep=False)]
     if len(dup_rows):
         raise ValueError(f"{source}: duplicate subject {shown(dup_rows.iloc[0])} in rows {dup_rows.index[:5].tolist()}"
@@ -520,22 +523,31 @@ def _finish(images, phenotypes, grid, layout, root, check, progress, **flags) ->
     if check in (True, "full"): cohort.check(progress)
     return cohort
 
-def _table_arg(table, default: Path, what: str, required=(), na_values=None, numeric_text="error"):
+def _table_arg(table, default: Path, what: str, required=(), na_values=None, numeric_text="error", numeric=()):
     "The table given (a DataFrame or a path) or the layout's default file; returns (table, its name for messages)."
     if table is None:
         if not default.exists(): raise FileNotFoundError(f"{default.parent}: no {default.name} ({what}); pass its path")
         table = default
     if isinstance(table, pd.DataFrame):
+        source = "phenotype table"
         missing = [c for c in required if c not in table.columns]
-        if missing: raise ValueError(f"phenotype table: missing column(s) {missing}; it has {list(table.columns)}")
+        if missing: raise ValueError(f"{source}: missing column(s) {missing}; it has {list(table.columns)}")
         bad = _numeric_text_columns(table, skip=_ID_COLUMNS)
         if bad and numeric_text == "error":
             col, tokens = next(iter(bad.items()))
-            raise ValueError(f"phenotype table: column {col!r} holds numbers and text {tokens}; convert it (e.g. pd.to_numeric) "
+            raise ValueError(f"{source}: column {col!r} holds numbers and text {tokens}; convert it (e.g. pd.to_numeric) "
                              f"or pass numeric_text='ignore'")
-        return table.copy(), "phenotype table"
-    if not isinstance(table, (str, os.PathLike)): raise TypeError(f"the table must be a DataFrame or a path, got {type(table).__name__}")
-    return read_phenotypes(table, required=required, na_values=na_values, numeric_text=numeric_text), str(table)
+        table = table.copy()
+    elif not isinstance(table, (str, os.PathLike)): raise TypeError(f"the table must be a DataFrame or a path, got {type(table).__name__}")
+    else: table, source = read_phenotypes(table, required=required, na_values=na_values, numeric_text=numeric_text), str(table)
+    for col in numeric:  # columns the layout defines as numbers (UK Biobank fields, ClinicaDL's age): text there is an error
+        if col in table.columns and not (pd.api.types.is_numeric_dtype(table[col]) or pd.api.types.is_bool_dtype(table[col])):
+            values = table[col].dropna().astype(str).str.strip()
+            tokens = sorted(set(values[pd.to_numeric(values, errors="coerce").isna()]))[:5]
+            if tokens: raise ValueError(f"{source}: column {col!r} must be numeric but holds text {tokens}; if these mean "
+                                        f"'missing', pass na_values={tokens}")
+            table[col] = pd.to_numeric(table[col])
+    return table, source
 
 def load_bids_cohort(root: str | os.PathLike, # a BIDS dataset or derivatives folder
                      participants: str | os.PathLike | pd.DataFrame | None = None, # default ROOT/participants.tsv
@@ -594,7 +606,7 @@ def load_caps_cohort(root: str | os.PathLike, # a Clinica CAPS folder (t1-volume
             raise ValueError(f"{root}: both modulated-on and modulated-off maps are present (e.g. {images.path[~images.modulated].iloc[0]}); "
                              f"keep one kind in the folder")
     images = images.drop(columns=["group", "modulated"])
-    table, source = _table_arg(diagnosis_table, root / "labels.tsv", "ClinicaDL's diagnosis table", ["participant_id", *required], na_values, numeric_text)
+    table, source = _table_arg(diagnosis_table, root / "labels.tsv", "ClinicaDL's diagnosis table", ["participant_id", *required], na_values, numeric_text, numeric=("age",))
     images, phenotypes = join_phenotypes(images, table, source, unmatched_rows)
     grid = reference_grid(images.path.tolist(), grid, progress)
     return _finish(images, phenotypes, grid, "caps", root, check, progress, value_range=(0.0, 1.0), rescale_max=modulated == "rescale")
@@ -616,9 +628,9 @@ def load_ukb_cohort(root: str | os.PathLike, # folder of <eid>_20252_2_0 bulk im
     if images.empty: raise ValueError(f"{root}: no UK Biobank folders <eid>_20252_{instance}_0 with {UKB_IMAGE}")
     missing = images.path[[not Path(p).exists() for p in images.path]]
     if len(missing): raise ImageCheckError(f"{missing.iloc[0]}: file does not exist ({len(missing)} subject folder(s) lack {UKB_IMAGE})")
-    table, source = _table_arg(table, root / "ukb_main.csv", "the UK Biobank main-dataset extract", ["eid", *required], na_values, numeric_text)
+    table, source = _table_arg(table, root / "ukb_main.csv", "the UK Biobank main-dataset extract", ["eid", *required], na_values, numeric_text, numeric=tuple(UKB_FIELDS))
     table = table.rename(columns={"eid": "participant_id"})
-    images, phenotypes = join_phenotypes(images, table, source, unmatched_rows)
+    images, phenotypes = join_phenotypes(images, table, source, unmatched_rows, subject="eid")
     phenotypes = phenotypes.rename(columns={"participant_id": "eid"}).assign(participant_id=images.participant_id)
     for column, name in UKB_FIELDS.items():
         if column in phenotypes.columns and name not in phenotypes.columns: phenotypes[name] = phenotypes[column]
@@ -727,10 +739,11 @@ def write_fixture_cohort(root: str | os.PathLike, # the folder to (re)create
                          n: int = 6, # number of subjects
                          seed: int = 0, # seeds the images and the table
                          shape: tuple = (8, 10, 8), # voxels per image (tiny: tests)
-                         sessions: int = 1, # sessions per subject (caps; bids writes ses- folders when > 1)
+                         sessions: int = 1, # sessions per subject (caps, bids: ses- folders when > 1; ukb: always 1)
                         ) -> Path:
     "A tiny random but valid cohort in `layout` (for tests): images, label images and the layout's table."
     if n < 1 or sessions < 1: raise ValueError("n and sessions must be >= 1")
+    if layout == "ukb": sessions = 1  # one imaging visit per folder (instance 2)
     rng = as_generator(seed)
     subjects = [f"{i + 1:02d}" for i in range(n)] if layout != "ukb" else [str(1000001 + i) for i in range(n)]
     rows = [{"participant_id": s if layout == "ukb" else f"sub-{s}", "session_id": f"ses-M{12 * k:02d}" if (layout == "caps" or sessions > 1) else pd.NA}

@@ -126,6 +126,7 @@ class _Batches:
         for idx, batch in zip(chunks, self.loader):
             x = batch[0] if torch.is_floating_point(batch[0]) else batch[0].float()
             _finite_or_raise(x, f"{self.name} images", rows=idx.tolist())
+            for extra in batch[1:]: _finite_or_raise(extra, f"{self.name} targets", rows=idx.tolist())
             yield (idx, x, *batch[1:])
     def targets(self) -> torch.Tensor:
         "All targets, in order (streamed: read once, images skipped where the dataset allows)."
