@@ -273,11 +273,13 @@ class Cohort:
         for i in tqdm(range(len(self)), desc="checking images", unit="img", leave=False, disable=not progress): self.array(i)
         return self
 
-    def _common_grid(self) -> Grid:
+    def _common_grid(self, shape_only: bool = False) -> Grid:
+        "The cohort's grid; for a native-space cohort the grid all images share (or only their shape, for training stacks)."
         if self.grid is not None: return self.grid
         grids = {}
         for i in range(len(self)):
-            img = self.load_image(i); grids.setdefault(Grid(tuple(img.shape[:3]), np.round(img.affine, 3)), self.paths[i])
+            img = self.load_image(i)
+            grids.setdefault(Grid(tuple(img.shape[:3]), np.eye(4) if shape_only else np.round(img.affine, 3)), self.paths[i])
         if len(grids) > 1:
             raise ValueError(f"this {self.layout} cohort is in native space: its images lie on {len(grids)} different grids "
                              f"(e.g. {list(grids.values())[:2]}); register them to one grid first, or read them one by one "
@@ -307,13 +309,14 @@ class Cohort:
 
     def fingerprint(self) -> str:
         "A hash of the image files (paths, sizes, modification times) and the value handling; keys caches."
-        return _fingerprint(self.paths, {"rescale_max": self.rescale_max, "value_range": self.value_range, "binary": self.binary})
+        return _fingerprint(self.paths, {"rescale_max": self.rescale_max, "value_range": self.value_range, "binary": self.binary,
+                                         "dtype": "float32"})
 
     def memmap(self, cache: str | os.PathLike | None = None, # folder for the stack (default: NEUROCOMP_CACHE/cohorts)
                progress: bool = True, # show a progress bar while building
               ) -> np.memmap:
-        "The images as a read-only (N, *grid.shape) float32 memory-mapped stack, built once and cached by the files' fingerprint."
-        grid = self._common_grid()
+        "The images as a read-only (N, X, Y, Z) float32 memory-mapped stack, built once and cached by the files' fingerprint."
+        grid = self._common_grid(shape_only=True)  # a training stack: native-space images of one shape may differ in affine
         folder = Path(cache) if cache is not None else cache_dir("cohorts")
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"stack-{self.fingerprint()}.npy"
