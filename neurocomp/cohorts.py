@@ -171,14 +171,15 @@ def find_ukb_images(root: str | os.PathLike, # a folder of UK Biobank bulk imagi
     return pd.DataFrame(rows, columns=["participant_id", "session_id", "path", *[f"{k}_path" for k in labels]])
 
 def detect_layout(root: str | os.PathLike) -> str:
-    "`ukb`, `caps` or `bids`, from the folder structure."
+    "`ukb`, `caps`, `bids` or `table` (a folder with table.csv), from the folder structure."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"cohort folder {root} does not exist")
     if any(UKB_FOLDER.match(p.name) for p in root.glob("*_20252_*")): return "ukb"
     if (root / "subjects").is_dir() and any((root / "subjects").glob("sub-*/ses-*/t1")): return "caps"
     if any(root.glob("sub-*")): return "bids"
+    if (root / "table.csv").is_file(): return "table"
     raise ValueError(f"{root} is neither a UK Biobank bulk folder (<eid>_20252_2_0/T1/...), a Clinica CAPS folder "
-                     f"(subjects/sub-*/ses-*/t1/...) nor a BIDS dataset (sub-*/...)")
+                     f"(subjects/sub-*/ses-*/t1/...), a BIDS dataset (sub-*/...) nor a folder with a table.csv of image paths")
 
 # %% ../nbs/04_cohorts.ipynb #a8139abd
 def _fingerprint(paths, extra) -> str:
@@ -675,8 +676,9 @@ def load_cohort(root: str | os.PathLike, # the cohort folder (or, for layout="ta
         if isinstance(layout, (pd.DataFrame, os.PathLike)) or (isinstance(layout, str) and Path(layout).suffix in (".tsv", ".csv")):
             options["phenotypes"], layout = layout, "auto"  # the old signature load_cohort(root, phenotypes)
         else: raise ValueError(f"layout must be one of {['auto', *LOADERS]}, got {layout!r}")
-    if layout == "table": return cohort_from_table(root, **options)
+    if layout in ("auto", "table") and Path(root).is_file(): return cohort_from_table(root, **options)
     layout = detect_layout(root) if layout == "auto" else layout
+    if layout == "table": return cohort_from_table(Path(root) / "table.csv", **options)
     if "phenotypes" in options: options[_TABLE_OPTION[layout]] = options.pop("phenotypes")
     if layout == "bids" and "suffix" not in options:  # lesion masks when the folder has them, else T1w images
         if any(Path(root).glob("sub-*/**/anat/*_mask.nii*")): return load_bids_lesion_cohort(root, **options)
