@@ -680,9 +680,13 @@ def load_cohort(root: str | os.PathLike, # the cohort folder (or, for layout="ta
     layout = detect_layout(root) if layout == "auto" else layout
     if layout == "table": return cohort_from_table(Path(root) / "table.csv", **options)
     if "phenotypes" in options: options[_TABLE_OPTION[layout]] = options.pop("phenotypes")
+    if layout == "caps" and "find_kwargs" in options: options.update(options.pop("find_kwargs"))
+    import inspect
+    accepted = [k for k in inspect.signature(LOADERS[layout]).parameters if k != "root"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown: raise TypeError(f"the {layout} loader ({LOADERS[layout].__name__}) has no option(s) {unknown}; it takes {accepted}")
     if layout == "bids" and "suffix" not in options:  # lesion masks when the folder has them, else T1w images
         if any(Path(root).glob("sub-*/**/anat/*_mask.nii*")): return load_bids_lesion_cohort(root, **options)
-    if layout == "caps" and "find_kwargs" in options: options.update(options.pop("find_kwargs"))
     return LOADERS[layout](root, **options)
 
 # %% ../nbs/04_cohorts.ipynb #042cd35d
