@@ -10,7 +10,7 @@ import pandas as pd
 from .core import atomic_path, write_json_atomic, provenance
 
 # %% auto #0
-__all__ = ['save_figure', 'save_plotly', 'save_table']
+__all__ = ['NOTEBOOK_RENDERER', 'save_figure', 'save_plotly', 'save_table', 'use_notebook_renderer']
 
 # %% ../nbs/03_figures.ipynb #79b5a08f
 def _record(output_dir: Path, name: str, kind: str, files: list[str], params: dict | None, inputs=()):
@@ -35,10 +35,15 @@ def save_figure(fig, # a matplotlib Figure, or a nilearn display (anything with 
     _record(output_dir, name, "figure", [path.name], params, inputs)
     return path
 
-def save_plotly(fig, name: str, output_dir: str | os.PathLike = ".", params: dict | None = None, inputs=()) -> Path:
-    "Save a plotly figure as a self-contained interactive HTML file and record it."
+def save_plotly(fig, # a plotly Figure
+                name: str, # file stem; the page is NAME.html
+                output_dir: str | os.PathLike = ".", # folder for the outputs
+                params: dict | None = None, # parameters to record
+                inputs=(), # input files to checksum
+               ) -> Path:
+    "Save a plotly figure as a self-contained interactive HTML page (plotly.js inside, no CDN: it draws offline) and record it."
     output_dir = Path(output_dir); path = output_dir / f"{name}.html"
-    with atomic_path(path) as tmp: fig.write_html(str(tmp), include_plotlyjs="cdn", full_html=True)
+    with atomic_path(path) as tmp: fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
     _record(output_dir, name, "interactive", [path.name], params, inputs)
     return path
 
@@ -50,3 +55,20 @@ def save_table(table: pd.DataFrame, name: str, output_dir: str | os.PathLike = "
     with atomic_path(html) as tmp: Path(tmp).write_text(table.to_html(index=index, float_format=lambda v: f"{v:.4g}"))
     _record(output_dir, name, "table", [path.name, html.name], params, inputs)
     return path
+
+# %% ../nbs/03_figures.ipynb #f736be1e
+NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
+
+def use_notebook_renderer(renderer: str = NOTEBOOK_RENDERER, # plotly renderer(s), `+`-joined
+                         ) -> str | None:
+    "In a Jupyter kernel, make plotly figures draw in JupyterLab and in nbconvert/papermill HTML; returns the renderer set, None when left alone."
+    if os.environ.get("PLOTLY_RENDERER"): return None  # the user's choice
+    try: from IPython import get_ipython
+    except ImportError: return None
+    shell = get_ipython()
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell": return None  # not a Jupyter kernel
+    import plotly.io as pio
+    pio.renderers.default = renderer
+    return renderer
+
+use_notebook_renderer()
