@@ -101,8 +101,13 @@ def mathjax_head(up: str = "") -> str:
 _LINK_ATTRIBUTES = re.compile(r"(<a [^>]*)>([^<]*)</a>\{([^{}<>]*)\}")
 _ATTRIBUTES = re.compile(r'^(\s*[\w-]+="[^"<>]*")+\s*$')
 
+_CODE_COMMENT = re.compile(r'(<span class="c1">)(.*?)(</span>)', re.S)
+_MARKDOWN_LINK = re.compile(r"\[`([^`\]]+)`\]\(([^()\s]+)\)")
+
 def gfm_fixes(body: str) -> str:
-    "Rendered Markdown made as GitHub/pandoc render it: `\\|` in table cells is `|`, and `{key=\"value\"}` after a link becomes its attributes."
+    "Rendered Markdown made as GitHub/pandoc render it: `\\|` in table cells is `|`, `{key=\"value\"}` after a link becomes its attributes, and nbdev's links in signature comments become links."
+    # nbdev's add_links also rewrites `name` inside the docments of a show_doc signature, a code block: unrendered there
+    body = _CODE_COMMENT.sub(lambda m: m.group(1) + _MARKDOWN_LINK.sub(r'<a href="\2"><code>\1</code></a>', m.group(2)) + m.group(3), body)
     body = re.sub(r"(<t[dh][^>]*>)(.*?)(</t[dh]>)", lambda m: m.group(1) + m.group(2).replace("\\|", "|") + m.group(3), body, flags=re.S)
     def attributes(m):
         attrs = html.unescape(m.group(3))
@@ -115,7 +120,8 @@ nav{position:fixed;top:0;left:0;bottom:0;width:250px;overflow-y:auto;background:
 nav a{display:block;color:#0b5394;text-decoration:none;padding:.1em 0}nav a.current{font-weight:bold}nav h4{margin:1em 0 .3em}
 main{margin-left:290px;max-width:900px;padding:1em 2em}pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:88%}
 .jp-OutputArea pre,.output pre{background:#fff;border-left:3px solid #ddd}img{max-width:100%}table{border-collapse:collapse}
-td,th{border:1px solid #ddd;padding:.2em .5em}.description{color:#555;font-size:110%}.output_markdown h3,.output_markdown h4{margin-top:.3em}"""
+td,th{border:1px solid #ddd;padding:.2em .5em}.description{color:#555;font-size:110%}.output_markdown h3,.output_markdown h4{margin-top:.3em}
+.anchor-link{opacity:0;text-decoration:none;margin-left:.25em}:is(h1,h2,h3,h4):hover .anchor-link{opacity:.5}"""
 _HIDE_INPUT, _HIDE_OUTPUT = "neurocomp-docs-hide-input", "neurocomp-docs-hide-output"
 
 def _process(notebook: Path) -> tuple:
@@ -200,7 +206,7 @@ def build_fallback_site(root: str | os.PathLike | None = None, # the checkout (d
     root = checkout_root(root); nbs = root / "nbs"
     cfg = get_config(path=root)
     out = Path(out) if out is not None else root / cfg.doc_path.name
-    notebooks = notebooks if notebooks is not None else site_notebooks(nbs)
+    notebooks = [Path(n).resolve() for n in notebooks] if notebooks is not None else site_notebooks(nbs)
     site_url = f"{cfg.doc_host}{cfg.doc_baseurl}".rstrip("/") + "/"
     rendered, entries, failures = [], [], {}
     cwd = os.getcwd(); os.chdir(root)  # nbdev finds settings.ini from the working directory
