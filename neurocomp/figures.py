@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_figures.ipynb #bcb56828
 from __future__ import annotations
-import json, os
+import json, os, re
 from pathlib import Path
 import pandas as pd
 from .core import atomic_path, write_json_atomic, provenance
@@ -57,7 +57,17 @@ def save_table(table: pd.DataFrame, name: str, output_dir: str | os.PathLike = "
     return path
 
 # %% ../nbs/03_figures.ipynb #f736be1e
-NOTEBOOK_RENDERER = "plotly_mimetype+notebook"
+NOTEBOOK_RENDERER = "plotly_mimetype+notebook_offline"
+_CDN_SCRIPT = re.compile(r"""<script[^>]*\bsrc=["']https?://[^"']*["'][^>]*>\s*</script>""")
+
+def _register_offline_notebook_renderer():
+    "Register `notebook_offline`: plotly's `notebook` renderer without the CDN scripts it adds to every figure's HTML."
+    import plotly.io as pio
+    from plotly.io.base_renderers import NotebookRenderer
+    class OfflineNotebookRenderer(NotebookRenderer):
+        def to_mimebundle(self, fig_dict):
+            return {mime: _CDN_SCRIPT.sub("", data) for mime, data in super().to_mimebundle(fig_dict).items()}
+    if "notebook_offline" not in pio.renderers: pio.renderers["notebook_offline"] = OfflineNotebookRenderer()
 
 def use_notebook_renderer(renderer: str = NOTEBOOK_RENDERER, # plotly renderer(s), `+`-joined
                          ) -> str | None:
@@ -68,6 +78,7 @@ def use_notebook_renderer(renderer: str = NOTEBOOK_RENDERER, # plotly renderer(s
     shell = get_ipython()
     if shell is None or type(shell).__name__ != "ZMQInteractiveShell": return None  # not a Jupyter kernel
     import plotly.io as pio
+    _register_offline_notebook_renderer()
     pio.renderers.default = renderer
     return renderer
 
