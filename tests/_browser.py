@@ -71,3 +71,24 @@ class Page:
         path = output_dir() / name
         self.page.screenshot(path=str(path), full_page=full_page)
         return path
+
+
+def check_gallery(gallery: Path, screenshot_prefix: str = "gallery") -> dict:
+    "Open a `neurocomp reproduce` gallery and its first interactive page in Chromium: they load offline, without console errors, and the plot is drawn. Screenshots both."
+    gallery = Path(gallery)
+    with chromium() as browser:
+        tab = Page(browser)
+        page = tab.open(gallery / "index.html")
+        images = page.evaluate("() => Array.from(document.images).map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
+        assert images and all(ok for _, ok in images), f"images not drawn: {[src for src, ok in images if not ok]}"
+        tab.screenshot(f"{screenshot_prefix}.png")
+        links = page.evaluate("() => Array.from(document.querySelectorAll('p')).filter(p => p.textContent.startsWith('interactive:'))"
+                              ".map(p => p.querySelector('a').getAttribute('href'))")
+        assert links, "the gallery links no interactive page"
+        interactive = tab.open(gallery / links[0], wait_for=".plotly .main-svg")
+        drawn = interactive.evaluate("() => ({svgs: document.querySelectorAll('.plotly .main-svg').length,"
+                                     " traces: document.querySelectorAll('.plotly .trace, .plotly .hm, .plotly image').length})")
+        assert drawn["svgs"] >= 1 and drawn["traces"] >= 1, drawn
+        tab.screenshot(f"{screenshot_prefix}-interactive.png")
+        assert not tab.problems, "\n".join(tab.problems)
+    return {"images": len(images), "interactive": links, **drawn}
