@@ -43,7 +43,8 @@ def save_plotly(fig, # a plotly Figure
                ) -> Path:
     "Save a plotly figure as a self-contained interactive HTML page (plotly.js inside, no CDN: it draws offline) and record it."
     output_dir = Path(output_dir); path = output_dir / f"{name}.html"
-    with atomic_path(path) as tmp: fig.write_html(str(tmp), include_plotlyjs=True, full_html=True)
+    # auto_play off: a figure with frames (a slider over slices) opens on the frame its layout selects, not on a replay
+    with atomic_path(path) as tmp: fig.write_html(str(tmp), include_plotlyjs=True, full_html=True, auto_play=False)
     _record(output_dir, name, "interactive", [path.name], params, inputs)
     return path
 
