@@ -9,8 +9,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['checkout_root', 'page_name', 'site_notebooks', 'showdoc_source', 'cell_options', 'mathjax_dir', 'copy_mathjax',
-           'mathjax_head', 'gfm_fixes', 'build_fallback_site', 'render_readme', 'write_readme', 'build_docs']
+__all__ = ['MATHJAX_CONFIG_FILE', 'checkout_root', 'page_name', 'site_notebooks', 'showdoc_source', 'cell_options', 'mathjax_dir',
+           'copy_mathjax', 'mathjax_config_script', 'mathjax_head', 'gfm_fixes', 'build_fallback_site', 'render_readme',
+           'write_readme', 'build_docs']
 
 # %% ../nbs/06_docs.ipynb #92277dd7
 def checkout_root(start: str | os.PathLike | None = None) -> Path:
@@ -92,10 +93,15 @@ def copy_mathjax(site: str | os.PathLike) -> Path:
     shutil.copytree(mathjax_dir(), target, ignore=_unused_mathjax, dirs_exist_ok=True)
     return target
 
+MATHJAX_CONFIG_FILE = "TeX-AMS-MML_HTMLorMML-full"  # the combined configuration jupyter-server-mathjax ships
+
+def mathjax_config_script() -> str:
+    "The `<script type='text/x-mathjax-config'>` block for the shipped MathJax (fonts, delimiters); typesetting done sets `data-math-typeset`."
+    return f"<script type='text/x-mathjax-config'>{_MATHJAX_CONFIG}</script>"
+
 def mathjax_head(up: str = "") -> str:
-    "The `<head>` tags loading the shipped MathJax on a page `up` (`''`, `'../'`) below the site root; typesetting done sets `data-math-typeset`."
-    return (f"<script type='text/x-mathjax-config'>{_MATHJAX_CONFIG}</script>"
-            f"<script src='{up}_static/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full'></script>")
+    "The `<head>` tags loading the shipped MathJax on a page `up` (`''`, `'../'`) below the site root."
+    return mathjax_config_script() + f"<script src='{up}_static/mathjax/MathJax.js?config={MATHJAX_CONFIG_FILE}'></script>"
 
 # %% ../nbs/06_docs.ipynb #9678d4af
 _LINK_ATTRIBUTES = re.compile(r"(<a [^>]*)>([^<]*)</a>\{([^{}<>]*)\}")

@@ -268,10 +268,16 @@ def write_gallery(out: str | os.PathLike) -> Path:
 
 # %% ../nbs/05_reproduce.ipynb #c02835e3
 def _notebook_html(executed: Path):
-    "An HTML rendering of an executed notebook next to it (best effort: the gallery links it when present)."
+    "An HTML rendering of an executed notebook next to it, readable offline (best effort: the gallery links it when present)."
     try:
         from nbconvert import HTMLExporter
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+        from neurocomp.docs import MATHJAX_CONFIG_FILE, mathjax_config_script
+        # nbconvert's page loads MathJax and require.js from CDNs: MathJax comes from the gallery's own copy instead
+        # (OUT/_static/mathjax, one folder up), and require.js, which no output here uses, from nowhere
+        exporter = HTMLExporter(mathjax_url=f"../_static/mathjax/MathJax.js?config={MATHJAX_CONFIG_FILE},Safe",
+                                require_js_url="data:text/javascript,")
+        body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+        body = body.replace("<head>", "<head>" + mathjax_config_script(), 1)
         write_text_atomic(executed.with_suffix(".html"), body).chmod(0o644)
     except Exception: pass
 
@@ -316,5 +322,9 @@ def reproduce(only: list[str] | None = None, # figure ids or paper prefixes (def
         if result.status != "skipped": _notebook_html(Path(result.folder) / f"{spec.id}.ipynb")
         results.append(result)
         if result.status == "failed": tqdm.write(f"FAILED {spec.id}: {result.error.splitlines()[0]}", file=sys.stderr)
+    try:
+        from neurocomp.docs import copy_mathjax
+        copy_mathjax(out)  # for the executed notebooks' pages (`_notebook_html`)
+    except ModuleNotFoundError: pass  # without jupyter-server-mathjax those pages show TeX source
     write_gallery(out)
     return results

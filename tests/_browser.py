@@ -74,7 +74,7 @@ class Page:
 
 
 def check_gallery(gallery: Path, screenshot_prefix: str = "gallery") -> dict:
-    "Open a `neurocomp reproduce` gallery and its first interactive page in Chromium: they load offline, without console errors, and the plot is drawn. Screenshots both."
+    "Open a `neurocomp reproduce` gallery, its first interactive page and its first executed notebook in Chromium: they load offline, without console errors, and the plot is drawn. Screenshots the first two."
     gallery = Path(gallery)
     with chromium() as browser:
         tab = Page(browser)
@@ -85,10 +85,13 @@ def check_gallery(gallery: Path, screenshot_prefix: str = "gallery") -> dict:
         links = page.evaluate("() => Array.from(document.querySelectorAll('p')).filter(p => p.textContent.startsWith('interactive:'))"
                               ".map(p => p.querySelector('a').getAttribute('href'))")
         assert links, "the gallery links no interactive page"
+        executed = page.evaluate("() => Array.from(document.querySelectorAll('a')).filter(a => a.textContent === 'HTML').map(a => a.getAttribute('href'))")
+        assert executed, "the gallery links no executed notebook rendered as HTML"
         interactive = tab.open(gallery / links[0], wait_for=".plotly .main-svg")
         drawn = interactive.evaluate("() => ({svgs: document.querySelectorAll('.plotly .main-svg').length,"
                                      " traces: document.querySelectorAll('.plotly .trace, .plotly .hm, .plotly image').length})")
         assert drawn["svgs"] >= 1 and drawn["traces"] >= 1, drawn
         tab.screenshot(f"{screenshot_prefix}-interactive.png")
+        tab.open(gallery / executed[0], wait_for="html[data-math-typeset=done]")  # offline too, its MathJax from the gallery
         assert not tab.problems, "\n".join(tab.problems)
     return {"images": len(images), "interactive": links, **drawn}
