@@ -190,6 +190,10 @@ def _render(nb) -> str:
     body, _ = exporter.from_notebook_node(node)
     return gfm_fixes(body)
 
+def _inline_code(text: str) -> str:
+    "Plain text as HTML, its `backticked` spans as code (the pages' one-line descriptions are Markdown)."
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
 def _sidebar(entries: list[tuple[str, str, str]], current: str) -> str:
     "Navigation: (page, title, group) entries, grouped."
     up = "../" * current.count("/")
@@ -240,7 +244,7 @@ def build_fallback_site(root: str | os.PathLike | None = None, # the checkout (d
             doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)} – {html.escape(cfg.title)}</title>"
                    f"<style>{style}</style>{mathjax_head(up)}</head><body><nav><a href='{up}{home}'><b>{html.escape(cfg.title)}</b></a>\n"
                    f"{_sidebar(entries, page)}</nav><main><h1>{html.escape(title)}</h1>"
-                   + (f"<p class='description'>{html.escape(description)}</p>" if description else "") + f"{body}</main></body></html>")
+                   + (f"<p class='description'>{_inline_code(description)}</p>" if description else "") + f"{body}</main></body></html>")
             target = Path(staging) / page; target.parent.mkdir(parents=True, exist_ok=True); target.write_text(doc)
     return out
 

@@ -48,8 +48,13 @@ def save_plotly(fig, # a plotly Figure
     _record(output_dir, name, "interactive", [path.name], params, inputs)
     return path
 
-def save_table(table: pd.DataFrame, name: str, output_dir: str | os.PathLike = ".", params: dict | None = None,
-               inputs=(), index: bool = False) -> Path:
+def save_table(table: pd.DataFrame, # the table
+               name: str, # file stem: NAME.csv and NAME.html
+               output_dir: str | os.PathLike = ".", # folder for the outputs
+               params: dict | None = None, # parameters to record
+               inputs=(), # input files to checksum
+               index: bool = False, # write the index as a column
+              ) -> Path:
     "Save a table as CSV (and an HTML rendering for the gallery) and record it."
     output_dir = Path(output_dir); path = output_dir / f"{name}.csv"; html = output_dir / f"{name}.html"
     with atomic_path(path) as tmp: table.to_csv(tmp, index=index)
