@@ -4,18 +4,56 @@
 
 # %% ../nbs/03_figures.ipynb #bcb56828
 from __future__ import annotations
-import json, os
+import contextlib, json, os, re
 from pathlib import Path
 import pandas as pd
 from .core import atomic_path, write_json_atomic, provenance
 
 # %% auto #0
-__all__ = ['save_figure', 'save_plotly', 'save_table']
+__all__ = ['NOTEBOOK_RENDERER', 'UnwritableOutputError', 'save_figure', 'save_plotly', 'save_table', 'use_notebook_renderer']
 
 # %% ../nbs/03_figures.ipynb #79b5a08f
+class UnwritableOutputError(OSError):
+    "An output folder that cannot be created or written to; the message names the folder."
+
+def _check_name(name, # the file stem a caller asked for
+               ) -> str:
+    "Return `name` if it is a plain file name (no folder part, not hidden), else raise `ValueError`."
+    if not isinstance(name, str): raise TypeError(f"name must be a str (a file stem), got {type(name).__name__}")
+    # a separator, `..` or a hidden name would write outside `output_dir`, or beside the atomic writer's `.NAME.*.tmp` files
+    if (not name or name in (".", "..") or name.startswith(".") or any(s in name for s in ("/", "\\"))
+            or any(ord(ch) < 32 for ch in name)):
+        raise ValueError(f"name {name!r} is not a plain file name: give a stem such as 'fig4_coefficients', "
+                         "without folders, separators, '..' or a leading '.'; choose the folder with output_dir")
+    return name
+
+def _output_folder(output_dir, # the folder a caller asked for
+                  ) -> Path:
+    "Create `output_dir` if needed and check that files can be written into it; raise `UnwritableOutputError` naming it."
+    output_dir = Path(output_dir)
+    try: output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UnwritableOutputError(f"cannot create the output folder {output_dir} ({e.strerror}); "
+                                    "choose a writable output_dir") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise UnwritableOutputError(f"the output folder {output_dir} is not writable; choose a writable output_dir")
+    return output_dir
+
+@contextlib.contextmanager
+def _writing_into(output_dir: Path):
+    "Turn an `OSError` raised while writing into `output_dir` into an `UnwritableOutputError` that names the folder."
+    try: yield
+    except UnwritableOutputError: raise
+    except OSError as e:
+        raise UnwritableOutputError(f"cannot write into the output folder {output_dir} ({e.strerror or e}); "
+                                    "choose a writable output_dir with free space") from e
+
 def _record(output_dir: Path, name: str, kind: str, files: list[str], params: dict | None, inputs=()):
     index_path = output_dir / "outputs.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    try: index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{index_path} is not a valid outputs index ({e}); delete it or use a fresh output_dir") from None
+    if not isinstance(index, dict): raise ValueError(f"{index_path} is not an outputs index (a JSON object); delete it or use a fresh output_dir")
     index[name] = {"kind": kind, "files": files, "provenance": provenance(params, inputs)}
     write_json_atomic(index_path, index)
 
@@ -26,27 +64,76 @@ def save_figure(fig, # a matplotlib Figure, or a nilearn display (anything with 
                 inputs=(), # input files to checksum
                 dpi: int = 150) -> Path:
     "Save a matplotlib figure or nilearn display as PNG and record it."
-    output_dir = Path(output_dir); path = output_dir / f"{name}.png"
     save = getattr(fig, "savefig", None)
     if save is None: raise TypeError(f"cannot save a {type(fig).__name__} as PNG (no savefig)")
-    with atomic_path(path) as tmp:
-        try: save(tmp, dpi=dpi, bbox_inches="tight")
-        except TypeError: save(str(tmp), dpi=dpi)  # nilearn displays take fewer arguments
-    _record(output_dir, name, "figure", [path.name], params, inputs)
+    output_dir = _output_folder(output_dir); path = output_dir / f"{_check_name(name)}.png"
+    with _writing_into(output_dir):
+        with atomic_path(path) as tmp:
+            try: save(tmp, dpi=dpi, bbox_inches="tight")
+            except TypeError: save(str(tmp), dpi=dpi)  # nilearn displays take fewer arguments
+        _record(output_dir, name, "figure", [path.name], params, inputs)
     return path
 
-def save_plotly(fig, name: str, output_dir: str | os.PathLike = ".", params: dict | None = None, inputs=()) -> Path:
-    "Save a plotly figure as a self-contained interactive HTML file and record it."
-    output_dir = Path(output_dir); path = output_dir / f"{name}.html"
-    with atomic_path(path) as tmp: fig.write_html(str(tmp), include_plotlyjs="cdn", full_html=True)
-    _record(output_dir, name, "interactive", [path.name], params, inputs)
+def save_plotly(fig, # a plotly Figure
+                name: str, # file stem; the page is NAME.html
+                output_dir: str | os.PathLike = ".", # folder for the outputs
+                params: dict | None = None, # parameters to record
+                inputs=(), # input files to checksum
+               ) -> Path:
+    "Save a plotly figure as a self-contained interactive HTML page (plotly.js inside, no CDN: it draws offline) and record it."
+    if not callable(getattr(fig, "write_html", None)): raise TypeError(f"cannot save a {type(fig).__name__} as interactive HTML (no write_html: pass a plotly Figure)")
+    output_dir = _output_folder(output_dir); path = output_dir / f"{_check_name(name)}.html"
+    with _writing_into(output_dir):
+        # auto_play off: a figure with frames (a slider over slices) opens on the frame its layout selects, not on a replay
+        with atomic_path(path) as tmp: fig.write_html(str(tmp), include_plotlyjs=True, full_html=True, auto_play=False)
+        _record(output_dir, name, "interactive", [path.name], params, inputs)
     return path
 
-def save_table(table: pd.DataFrame, name: str, output_dir: str | os.PathLike = ".", params: dict | None = None,
-               inputs=(), index: bool = False) -> Path:
+def save_table(table: pd.DataFrame, # the table
+               name: str, # file stem: NAME.csv and NAME.html
+               output_dir: str | os.PathLike = ".", # folder for the outputs
+               params: dict | None = None, # parameters to record
+               inputs=(), # input files to checksum
+               index: bool = False, # write the index as a column
+              ) -> Path:
     "Save a table as CSV (and an HTML rendering for the gallery) and record it."
-    output_dir = Path(output_dir); path = output_dir / f"{name}.csv"; html = output_dir / f"{name}.html"
-    with atomic_path(path) as tmp: table.to_csv(tmp, index=index)
-    with atomic_path(html) as tmp: Path(tmp).write_text(table.to_html(index=index, float_format=lambda v: f"{v:.4g}"))
-    _record(output_dir, name, "table", [path.name, html.name], params, inputs)
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"save_table needs a pandas DataFrame, got {type(table).__name__}; wrap it, e.g. pd.DataFrame(rows, columns=[...])")
+    output_dir = _output_folder(output_dir); _check_name(name)
+    path = output_dir / f"{name}.csv"; html = output_dir / f"{name}.html"
+    # both renderings are made before either is published, so a failing one leaves neither half-written
+    csv_text = table.to_csv(index=index)
+    html_text = table.to_html(index=index, float_format=lambda v: f"{v:.4g}")
+    with _writing_into(output_dir):
+        with atomic_path(path) as tmp: Path(tmp).write_text(csv_text)
+        with atomic_path(html) as tmp: Path(tmp).write_text(html_text)
+        _record(output_dir, name, "table", [path.name, html.name], params, inputs)
     return path
+
+# %% ../nbs/03_figures.ipynb #f736be1e
+NOTEBOOK_RENDERER = "plotly_mimetype+notebook_offline"
+_CDN_SCRIPT = re.compile(r"""<script[^>]*\bsrc=["']https?://[^"']*["'][^>]*>\s*</script>""")
+
+def _register_offline_notebook_renderer():
+    "Register `notebook_offline`: plotly's `notebook` renderer without the CDN scripts it adds to every figure's HTML."
+    import plotly.io as pio
+    from plotly.io.base_renderers import NotebookRenderer
+    class OfflineNotebookRenderer(NotebookRenderer):
+        def to_mimebundle(self, fig_dict):
+            return {mime: _CDN_SCRIPT.sub("", data) for mime, data in super().to_mimebundle(fig_dict).items()}
+    if "notebook_offline" not in pio.renderers: pio.renderers["notebook_offline"] = OfflineNotebookRenderer()
+
+def use_notebook_renderer(renderer: str = NOTEBOOK_RENDERER, # plotly renderer(s), `+`-joined
+                         ) -> str | None:
+    "In a Jupyter kernel, make plotly figures draw in JupyterLab and in nbconvert/papermill HTML; returns the renderer set, None when left alone."
+    if os.environ.get("PLOTLY_RENDERER"): return None  # the user's choice
+    try: from IPython import get_ipython
+    except ImportError: return None
+    shell = get_ipython()
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell": return None  # not a Jupyter kernel
+    import plotly.io as pio
+    _register_offline_notebook_renderer()
+    pio.renderers.default = renderer
+    return renderer
+
+use_notebook_renderer()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_reproduce.ipynb #4c8fe74a
 from __future__ import annotations
-import ast, functools, hashlib, html, json, os, shutil, time, traceback
+import ast, contextlib, functools, hashlib, html, json, os, shutil, sys, tempfile, time, traceback
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import nbformat
@@ -13,8 +13,8 @@ from .core import write_json_atomic, write_text_atomic, file_sha256, package_ver
 
 # %% auto #0
 __all__ = ['FigureSpec', 'figures_dir', 'read_figure', 'discover_figures', 'select_figures', 'parse_parameter',
-           'package_source_sha256', 'code_identity', 'run_key', 'is_up_to_date', 'FigureResult', 'run_figure',
-           'write_gallery', 'reproduce']
+           'package_source_sha256', 'code_identity', 'run_key', 'is_up_to_date', 'FigureResult', 'quiet_kernel_config',
+           'run_figure', 'write_gallery', 'writable_folder', 'reproduce']
 
 # %% ../nbs/05_reproduce.ipynb #51c19538
 @dataclass
@@ -65,6 +65,7 @@ def read_figure(path: str | os.PathLike) -> FigureSpec:
         if title: break
     cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
     if not cells: raise ValueError(f"{path}: no code cell tagged 'parameters' (see CONTRIBUTING.md, figure notebooks)")
+    if len(cells) > 1: raise ValueError(f"{path}: {len(cells)} cells are tagged 'parameters'; papermill injects after the first, so keep one")
     parameters = _literal_assignments(cells[0].source)
     missing = {"profile", "output_dir", "seed"} - set(parameters)
     if missing: raise ValueError(f"{path}: the parameters cell lacks {sorted(missing)}")
@@ -147,6 +148,15 @@ def _describe_failure(spec: FigureSpec, e: BaseException, executed: Path) -> str
                 f"{e.ename}: {e.evalue}\n{source}")
     return f"{spec.notebook}: {type(e).__name__}: {e} (executed notebook: {executed})"
 
+@contextlib.contextmanager
+def quiet_kernel_config():
+    "Jupyter config for papermill's kernel: local Unix-domain sockets (IPC) instead of TCP on Linux and macOS; yields the traitlets Config."
+    from traitlets.config import Config
+    if os.name == "nt": yield Config(); return  # Windows has no IPC transport: TCP, as Jupyter does by default
+    # a short folder of its own: socket paths are limited to ~100 characters, and the sockets go when the kernel does
+    with tempfile.TemporaryDirectory(prefix="neurocomp-kernel-") as folder:
+        yield Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "kernel")}})
+
 def run_figure(spec: FigureSpec, # the figure to run
                out: str | os.PathLike, # the run folder; the figure writes to OUT/ID
                params: dict, # parameters to inject (profile, seed and any overrides; output_dir is set here)
@@ -170,8 +180,9 @@ def run_figure(spec: FigureSpec, # the figure to run
     injected = {**params, "output_dir": str(staging.resolve())}
     start, error = time.time(), ""
     try:
-        papermill.execute_notebook(str(spec.notebook), str(executed), parameters=injected, cwd=str(staging),
-                                   kernel_name=kernel_name, progress_bar=False, execution_timeout=timeout)
+        with quiet_kernel_config() as config:
+            papermill.execute_notebook(str(spec.notebook), str(executed), parameters=injected, cwd=str(staging),
+                                       kernel_name=kernel_name, progress_bar=False, execution_timeout=timeout, config=config)
         index = staging / "outputs.json"
         outputs = json.loads(index.read_text()) if index.exists() else {}
         if not outputs: error = f"{spec.notebook}: ran, but saved no output (use neurocomp.figures.save_figure/save_plotly/save_table)"
@@ -257,12 +268,30 @@ def write_gallery(out: str | os.PathLike) -> Path:
 
 # %% ../nbs/05_reproduce.ipynb #c02835e3
 def _notebook_html(executed: Path):
-    "An HTML rendering of an executed notebook next to it (best effort: the gallery links it when present)."
+    "An HTML rendering of an executed notebook next to it, readable offline (best effort: the gallery links it when present)."
     try:
         from nbconvert import HTMLExporter
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+        from neurocomp.docs import MATHJAX_CONFIG_FILE, mathjax_config_script
+        # nbconvert's page loads MathJax and require.js from CDNs: MathJax comes from the gallery's own copy instead
+        # (OUT/_static/mathjax, one folder up), and require.js, which no output here uses, from nowhere
+        exporter = HTMLExporter(mathjax_url=f"../_static/mathjax/MathJax.js?config={MATHJAX_CONFIG_FILE},Safe",
+                                require_js_url="data:text/javascript,")
+        body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+        body = body.replace("<head>", "<head>" + mathjax_config_script(), 1)
         write_text_atomic(executed.with_suffix(".html"), body).chmod(0o644)
     except Exception: pass
+
+def writable_folder(path: str | os.PathLike, # the folder to create (parents too) and write into
+                   what: str = "output folder", # how error messages name it
+                  ) -> Path:
+    "Create `path` if needed and check a file can be written there; else a `PermissionError` naming the folder and the reason."
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".neurocomp-write-check-"): pass
+    except OSError as e:
+        raise PermissionError(f"cannot write the {what} {path}: {e.strerror or e} (choose another folder)") from None
+    return path
 
 def reproduce(only: list[str] | None = None, # figure ids or paper prefixes (default: all)
               profile: str = "quick", # quick (a 2-core laptop) or paper (the papers' sizes)
@@ -283,7 +312,7 @@ def reproduce(only: list[str] | None = None, # figure ids or paper prefixes (def
     if reserved: raise ValueError(f"set {sorted(reserved)} with their own options (--profile, --out, --seed), not -p")
     unknown = [k for k in params if not any(k in s.parameters for s in specs)]
     if unknown: raise ValueError(f"parameter(s) {unknown} are not declared by any selected figure")
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(out)
     results = []
     bar = tqdm(specs, desc="figures", unit="fig", disable=not progress)
     for spec in bar:
@@ -292,6 +321,10 @@ def reproduce(only: list[str] | None = None, # figure ids or paper prefixes (def
         result = run_figure(spec, out, injected, force=force, timeout=timeout)
         if result.status != "skipped": _notebook_html(Path(result.folder) / f"{spec.id}.ipynb")
         results.append(result)
-        if result.status == "failed": tqdm.write(f"FAILED {spec.id}\n{result.error}")
+        if result.status == "failed": tqdm.write(f"FAILED {spec.id}: {result.error.splitlines()[0]}", file=sys.stderr)
+    try:
+        from neurocomp.docs import copy_mathjax
+        copy_mathjax(out)  # for the executed notebooks' pages (`_notebook_html`)
+    except ModuleNotFoundError: pass  # without jupyter-server-mathjax those pages show TeX source
     write_gallery(out)
     return results

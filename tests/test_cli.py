@@ -57,3 +57,16 @@ def test_reproduce_list_and_errors(capsys):
 def test_no_command_prints_help(capsys):
     status, out, _ = run(capsys)
     assert status == 2 and "usage: neurocomp" in out
+
+
+def test_data_without_subcommand_prints_usage(capsys):
+    status, out, err = run(capsys, "data")
+    assert status == 2 and "usage: neurocomp data" in err and "required" in err and "Traceback" not in err and "AttributeError" not in err
+
+
+def test_unknown_options_are_refused_except_for_lab(capsys):
+    status, _, err = run(capsys, "data", "list", "--bogus")
+    assert status == 2 and "unrecognized arguments: --bogus" in err
+    from neurocomp.cli import lab_command
+    command = lab_command(["--port", "8890", "--no-browser"])
+    assert command[-3:] == ["--port", "8890", "--no-browser"] and any(c.startswith("--ServerApp.root_dir=") for c in command)

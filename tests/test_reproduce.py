@@ -1,5 +1,5 @@
 "The figure runner on tiny generated notebooks: failure reporting, skip-if-up-to-date, --force, and the gallery's provenance."
-import json
+import json, os, subprocess, sys
 import nbformat
 import pytest
 from neurocomp.cli import main
@@ -32,11 +32,12 @@ def figures(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first_run(figures, tmp_path_factory):
-    mp = pytest.MonkeyPatch(); mp.setenv("NEUROCOMP_FIGURES", str(figures))
+    "`neurocomp reproduce` as a user runs it, in its own process (the kernels' stderr is the terminal's): out, status, stdout, stderr."
     out = tmp_path_factory.mktemp("run") / "out"
-    status = main(["reproduce", "--out", str(out), "-p", "n=5", "--seed", "7"])
-    mp.undo()
-    return out, status
+    env = dict(os.environ, NEUROCOMP_FIGURES=str(figures))
+    run = subprocess.run([sys.executable, "-c", "import sys; from neurocomp.cli import main; sys.exit(main())",
+                          "reproduce", "--out", str(out), "-p", "n=5", "--seed", "7"], capture_output=True, text=True, env=env, timeout=600)
+    return out, run.returncode, run.stdout, run.stderr
 
 
 @pytest.fixture(autouse=True)
@@ -50,8 +51,8 @@ def test_registry(figures):
     assert specs["alpha_fig1_ok"].paper == "alpha" and specs["alpha_fig1_ok"].title == "alpha_fig1_ok title"
 
 
-def test_failure_is_reported_and_others_run(first_run, figures, capsys):
-    out, status = first_run
+def test_failure_is_reported_and_others_run(first_run, figures):
+    out, status, _, _ = first_run
     assert status == 1
     stamp = json.loads((out / "alpha_fig2_fails.failed" / ".stamp.json").read_text())
     assert stamp["status"] == "failed"
@@ -67,7 +68,7 @@ def test_failure_is_reported_and_others_run(first_run, figures, capsys):
 
 
 def test_gallery_has_provenance(first_run, figures):
-    out, _ = first_run
+    out, *_ = first_run
     page = (out / "index.html").read_text()
     for text in ["alpha_fig1_ok title", "alpha_fig1_ok/line.png", "alpha_fig1_ok/numbers.html", "FAILED",
                  "figure two is broken", "saved no output", "git commit", "run time", "package versions", "&quot;n&quot;: 5",
@@ -78,7 +79,7 @@ def test_gallery_has_provenance(first_run, figures):
 
 
 def test_up_to_date_is_skipped_and_force_reruns(first_run, figures):
-    out, _ = first_run
+    out, *_ = first_run
     before = (out / "alpha_fig1_ok" / "line.png").stat().st_mtime_ns
     again = reproduce(only=["alpha_fig1_ok"], out=out, params={"n": 5}, seed=7, progress=False)
     assert [r.status for r in again] == ["skipped"] and (out / "alpha_fig1_ok" / "line.png").stat().st_mtime_ns == before
@@ -88,3 +89,23 @@ def test_up_to_date_is_skipped_and_force_reruns(first_run, figures):
     assert [r.status for r in forced] == ["ok", "failed"]
     # a failed rerun keeps the last good outputs of other figures and the gallery still lists all three
     assert (out / "alpha_fig1_ok" / "line.png").exists() and (out / "beta_table1_nothing.failed").exists()
+
+
+def test_a_run_is_quiet_and_ends_with_the_gallery_path(first_run, figures):
+    "As a user sees it in a terminal: one progress bar, no kernel transport warnings, failures named, then the summary."
+    out, status, stdout, stderr = first_run
+    assert "without encryption" not in stderr and "WARNING" not in stderr, stderr
+    assert "Executing" not in stderr  # papermill's own per-cell bar stays off: ours is the only one
+    bars = {line.split(":")[0].strip() for line in stderr.replace("\r", "\n").splitlines() if "fig/s" in line or "s/fig" in line}
+    assert bars == {"figures"}, stderr
+    assert f"FAILED alpha_fig2_fails: {figures / 'alpha_fig2_fails.ipynb'}: cell 4" in stderr
+    summary = stdout.strip().splitlines()[-1]
+    assert summary == f"1 ran, 0 up to date, 2 failed · gallery: {(out / 'index.html').resolve()}", stdout
+
+
+def test_unwritable_output_folder_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"; blocker.write_text("not a folder")
+    status = main(["reproduce", "--out", str(blocker / "gallery")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith(f"neurocomp: error: cannot write the output folder {blocker / 'gallery'}"), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

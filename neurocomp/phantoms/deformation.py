@@ -6,20 +6,44 @@
 from __future__ import annotations
 import numpy as np
 from scipy import ndimage
-from ..core import as_generator
+from ..core import as_generator, check_memory
 
 # %% auto #0
 __all__ = ['random_displacement', 'warp_image', 'warp_labels']
 
 # %% ../../nbs/30_phantoms_deformation.ipynb #eb1e4b44
+def _positive_finite(value, # the value given
+                     name: str, # the parameter's name, for the message
+                     allow_zero: bool = False, # accept 0 too
+                    ) -> float:
+    "Return `value` as a float if it is a finite number > 0 (>= 0 with `allow_zero`), else raise `ValueError` naming `name`."
+    try: value = float(value)
+    except (TypeError, ValueError): raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value}")
+    return value
+
+def _grid_shape(shape, # a grid shape as given
+               ) -> tuple[int, int, int]:
+    "Return `shape` as a tuple of three positive ints, else raise `ValueError`."
+    try: dims = tuple(shape)
+    except TypeError: raise ValueError(f"shape must be three positive ints (a 3D grid), got {shape!r}") from None
+    if len(dims) != 3 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0 for n in dims):
+        raise ValueError(f"shape must be three positive ints (a 3D grid), got {shape!r}")
+    return tuple(int(n) for n in dims)
+
 def random_displacement(shape: tuple, # grid shape (3D)
                         voxel_size_mm: float, # voxel size in mm
                         smoothness_mm: float = 12.0, # Gaussian smoothing width (sigma) of the field
                         amplitude_mm: float = 2.0, # RMS displacement
                         seed=None) -> np.ndarray:
-    "A smooth random displacement field, in voxels, of shape (3, *shape)."
-    if len(shape) != 3: raise ValueError(f"shape must be 3D, got {shape}")
-    if smoothness_mm <= 0 or amplitude_mm < 0: raise ValueError("smoothness_mm must be > 0 and amplitude_mm >= 0")
+    "A smooth random displacement field, in voxels, of shape `(3, *shape)`."
+    shape = _grid_shape(shape)
+    voxel_size_mm = _positive_finite(voxel_size_mm, "voxel_size_mm")
+    smoothness_mm = _positive_finite(smoothness_mm, "smoothness_mm")
+    amplitude_mm = _positive_finite(amplitude_mm, "amplitude_mm", allow_zero=True)
+    # the field plus one axis's noise and its filtered copy, float32
+    check_memory(4 * 5 * np.prod(shape, dtype=float), f"the displacement field (3, {shape[0]}, {shape[1]}, {shape[2]}) float32")
     rng = as_generator(seed)
     sigma = smoothness_mm / voxel_size_mm
     field = np.empty((3, *shape), dtype=np.float32)
@@ -29,18 +53,39 @@ def random_displacement(shape: tuple, # grid shape (3D)
         field[axis] = f * (amplitude_mm / voxel_size_mm / rms)
     return field
 
-def _coordinates(shape, displacement, scale):
+def _coordinates(shape, displacement, scale, what):
+    "Sampling coordinates x/scale + u(x) for a volume of `shape`; checks `displacement` and `scale` (`what` names the volume)."
+    if len(shape) != 3: raise ValueError(f"{what} must be a 3D array, got shape {tuple(shape)}")
+    scale = _positive_finite(scale, "scale")
+    if displacement is not None:
+        displacement = np.asarray(displacement)
+        if displacement.shape != (3, *shape):
+            raise ValueError(f"displacement has shape {displacement.shape}, but {what} of shape {tuple(shape)} needs {(3, *shape)}")
+        if not np.isfinite(displacement).all(): raise ValueError("displacement contains NaN or infinite values")
     grid = np.indices(shape, dtype=np.float32)
     centre = (np.asarray(shape, dtype=np.float32) - 1) / 2
     coords = centre[:, None, None, None] + (grid - centre[:, None, None, None]) / scale
     return coords + displacement if displacement is not None else coords
 
-def warp_image(image: np.ndarray, displacement: np.ndarray | None = None, scale: float = 1.0, order: int = 1) -> np.ndarray:
-    "Resample `image` at x/scale + u(x) (order 1: trilinear), zero outside."
-    return ndimage.map_coordinates(image, _coordinates(image.shape, displacement, scale), order=order,
-                                   mode="constant", cval=0.0).astype(image.dtype if order else image.dtype, copy=False)
+def warp_image(image: np.ndarray, # 3D image
+               displacement: np.ndarray | None = None, # field of shape `(3, *image.shape)`, in voxels; None: none
+               scale: float = 1.0, # global scale about the volume centre (> 1 enlarges)
+               order: int = 1, # spline order: 0 nearest, 1 trilinear, ... 5
+              ) -> np.ndarray:
+    "Resample `image` at `x/scale + u(x)` (order 1: trilinear), zero outside."
+    image = np.asarray(image)
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 0 <= order <= 5:
+        raise ValueError(f"order must be an int from 0 to 5, got {order!r}")
+    return ndimage.map_coordinates(image, _coordinates(image.shape, displacement, scale, "image"), order=order,
+                                   mode="constant", cval=0.0).astype(image.dtype, copy=False)
 
-def warp_labels(labels: np.ndarray, displacement: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray:
+def warp_labels(labels: np.ndarray, # 3D integer label image
+                displacement: np.ndarray | None = None, # field of shape `(3, *labels.shape)`, in voxels; None: none
+                scale: float = 1.0, # global scale about the volume centre (> 1 enlarges)
+               ) -> np.ndarray:
     "Warp an integer label image with the same transform as `warp_image` (nearest neighbour)."
-    return ndimage.map_coordinates(labels, _coordinates(labels.shape, displacement, scale), order=0,
+    labels = np.asarray(labels)
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise TypeError(f"labels must be an integer (or boolean) array, got {labels.dtype}; warp intensities with warp_image")
+    return ndimage.map_coordinates(labels, _coordinates(labels.shape, displacement, scale, "labels"), order=0,
                                    mode="constant", cval=0).astype(labels.dtype)
