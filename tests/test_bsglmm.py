@@ -173,3 +173,23 @@ def test_bad_input_errors(change, message):
     Y, X, coords = _line_problem()
     with pytest.raises((ValueError, TypeError), match=message):
         fit_bsglmm(*change(Y, X, coords), n_samples=10, burn_in=0, progress=False)
+
+# ---------------------------------------------------------------- run length from convergence (min_ess)
+
+def test_min_ess_resume_after_crash_in_a_later_block(tmp_path):
+    "A run to an ESS target, killed in its second block, resumes to the same blocks, draws and estimates."
+    Y, X, coords = _line_problem(seed=2)
+    kw = dict(n_samples=60, burn_in=20, chains=2, seed=5, progress=False, checkpoint_every=25, min_ess=120,
+              max_samples=2000)
+    full = fit_bsglmm(Y, X, coords, **kw)
+    assert len(full.params["ess_history"]) >= 2 and full.params["ess_target_met"]
+    class Crash(Exception): pass
+    def crash(chain, it, coef):
+        if chain == 1 and it == 20 + full.params["ess_history"][0][0] + 10: raise Crash
+    ck = tmp_path / "chain.npz"
+    with pytest.raises(Crash):
+        fit_bsglmm(Y, X, coords, checkpoint=ck, callback=crash, **kw)
+    resumed = fit_bsglmm(Y, X, coords, checkpoint=ck, **kw)
+    assert resumed.params["ess_history"] == full.params["ess_history"]
+    assert np.array_equal(resumed.draws, full.draws) and np.array_equal(resumed.coef, full.coef)
+    assert np.array_equal(resumed.ess_unmet, full.ess_unmet) and resumed.dic == full.dic
