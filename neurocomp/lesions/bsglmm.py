@@ -13,6 +13,7 @@ from numba import njit, prange
 import scipy.fft
 from scipy import ndimage, special, stats
 from scipy.fft import next_fast_len
+from ..results import VoxelwiseResults
 
 # %% auto #0
 __all__ = ['Lattice', 'build_lattice', 'pack_masks', 'bulk_ess_and_rhat', 'BSGLMMResult', 'fit_bsglmm']
@@ -433,18 +434,15 @@ def bulk_ess_and_rhat(draws: np.ndarray, # (chains, draws, V) one covariate's dr
     return ess, rhat
 
 # %% ../../nbs/20_bsglmm.ipynb #1a5f37e4
-@dataclass
-class BSGLMMResult:
-    "Posterior summaries of a BSGLMM fit (arrays are per in-mask voxel, in the order of `voxel_coords`)."
-    coef: np.ndarray                # (n_voxels, P) posterior mean of b(v)
-    se: np.ndarray                  # (n_voxels, P) posterior standard deviation
-    z: np.ndarray                   # (n_voxels, P) standardised effect mean/sd (the paper's z*)
+@dataclass(repr=False)
+class BSGLMMResult(VoxelwiseResults):
+    "Posterior summaries of a BSGLMM fit, a `VoxelwiseResults` (arrays per in-mask voxel, in the order of `voxel_coords`)."
+    # coef: (n_voxels, P) posterior mean of b(v); se: posterior standard deviation; z: mean/sd, the paper's z*
     lesion_probability: np.ndarray  # (n_voxels,) posterior mean of Phi(xbar' b(v) + beta wm(v))
     dic: float                      # deviance information criterion, Dbar + pD
     p_d: float                      # effective number of parameters, Dbar - D(posterior mean)
     diagnostics: dict               # per covariate: split-Rhat and bulk-ESS maps and their extremes
     voxel_coords: np.ndarray        # (n_voxels, 3) ijk
-    covariate_names: list
     precision_draws: np.ndarray     # (chains, stored draws, P, P) Sigma^-1
     wm_coef_draws: np.ndarray | None  # (chains, stored draws) global white-matter coefficient, if fitted
     draws: np.ndarray | None        # (chains, stored draws, n_voxels, P) float32 b(v) draws (None if store_draws=False)
@@ -452,41 +450,57 @@ class BSGLMMResult:
     iterations_per_second: float
     params: dict = field(default_factory=dict)  # settings, and the run's length: n_samples_used, thin_used, min_ess_achieved, ...
     ess_unmet: np.ndarray | None = None  # (n_voxels,) with `min_ess`: True where some covariate's bulk ESS stayed below it
+    method: str = field(default="bsglmm", kw_only=True)
 
-    def maps(self) -> dict:
-        "Every voxel map by name: coef_/sd_/z_/rhat_/ess_<covariate>, lesion_probability (and ess_unmet with `min_ess`)."
+    def extra_maps(self) -> dict[str, np.ndarray]:
+        "lesion_probability, rhat_/ess_<covariate> (split-R-hat, bulk ESS) and, with `min_ess`, ess_unmet (1 where unmet)."
         out = {"lesion_probability": self.lesion_probability}
-        if self.ess_unmet is not None: out["ess_unmet"] = self.ess_unmet.astype(np.float32)
-        for p, name in enumerate(self.covariate_names):
-            out[f"coef_{name}"] = self.coef[:, p]; out[f"sd_{name}"] = self.se[:, p]; out[f"z_{name}"] = self.z[:, p]
+        for name in self._columns():
             d = self.diagnostics.get(name, {})
             if "rhat" in d: out[f"rhat_{name}"] = d["rhat"]
             if "ess_bulk" in d: out[f"ess_{name}"] = d["ess_bulk"]
+        if self.ess_unmet is not None: out["ess_unmet"] = self.ess_unmet.astype(np.float32)
         return out
 
-    def to_nifti(self, reference, # a nibabel image, or (shape, affine), giving the image grid of voxel_coords
-                 output_dir=None, # folder to write <prefix>_<map>.nii.gz into (atomically); None: only return images
-                 prefix: str = "bsglmm"):
-        "The posterior maps as NIfTI images on the reference grid (NaN outside the mask); written if `output_dir`."
+    def to_nifti(self, output_dir=None, # folder to write <map>.nii.gz into (replaced atomically); None: only return images
+                 mask_img=None, # analysis mask whose True voxels are exactly voxel_coords (default: the results' own)
+                 *, reference=None, # instead of a mask: a 3-D image or (shape, 4x4 affine), the grid of voxel_coords
+                ) -> dict:
+        "Every map (coef_/se_/z_<covariate> and the extra maps) as a NIfTI image on the mask's grid; written if `output_dir`."
         import nibabel as nib
-        from neurocomp.core import atomic_path
-        if hasattr(reference, "affine"): shape, affine = reference.shape[:3], reference.affine
-        else: shape, affine = tuple(reference[0])[:3], np.asarray(reference[1])
-        if len(shape) != 3 or np.asarray(affine).shape != (4, 4):
-            raise ValueError("reference must be a 3D image or (shape, 4x4 affine)")
-        c = self.voxel_coords
-        if c.min() < 0 or np.any(c.max(0) >= np.array(shape)):
-            raise ValueError(f"voxel_coords fall outside the reference grid of shape {shape}")
-        images = {}
-        for name, values in self.maps().items():
-            vol = np.full(shape, np.nan, dtype=np.float32)
-            vol[tuple(c.T)] = values
-            img = nib.Nifti1Image(vol, affine); img.header.set_xyzt_units("mm")
-            images[name] = img
-            if output_dir is not None:
-                path = Path(output_dir) / f"{prefix}_{name}.nii.gz"
-                with atomic_path(path) as tmp: nib.save(img, str(tmp))
-        return images
+        coords = np.asarray(self.voxel_coords)
+        if reference is not None:
+            if mask_img is not None: raise ValueError("pass mask_img or reference, not both")
+            if hasattr(reference, "affine"): shape, affine = tuple(reference.shape[:3]), reference.affine
+            else: shape, affine = tuple(reference[0])[:3], np.asarray(reference[1])
+            if len(shape) != 3 or np.asarray(affine).shape != (4, 4):
+                raise ValueError("reference must be a 3D image or (shape, 4x4 affine)")
+            if coords.min() < 0 or np.any(coords.max(0) >= np.array(shape)):
+                raise ValueError(f"voxel_coords fall outside the reference grid of shape {shape}")
+            mask = np.zeros(shape, np.uint8); mask[tuple(coords.T)] = 1
+            mask_img = nib.Nifti1Image(mask, affine)
+        mask_img = self.mask_img if mask_img is None else mask_img
+        if mask_img is None: raise ValueError("to_nifti needs the grid of voxel_coords: pass mask_img= or reference=")
+        mask = np.asarray(mask_img.dataobj) > 0
+        if (mask.ndim != 3 or coords.min() < 0 or np.any(coords.max(0) >= np.array(mask.shape))
+                or int(mask.sum()) != len(coords) or not mask[tuple(coords.T)].all()):
+            raise ValueError(f"mask_img's {int(mask.sum())} voxels are not this fit's {len(coords)} voxel_coords; "
+                             "pass the mask the fit was run on, or reference= (the grid)")
+        order = np.lexsort(coords.T[::-1])  # the mask's C order: by i, then j, then k
+        return _MapsInMaskOrder(self.coef[order], self.se[order], self.z[order], covariate_names=self._columns(),
+                                mask_img=mask_img, method=self.method,
+                                extra={k: np.asarray(v)[order] for k, v in self.extra_maps().items()}).to_nifti(output_dir)
+
+    def __repr__(self):
+        run = self.params.get("n_samples_used")
+        return (f"BSGLMMResult({self.n_voxels} voxels x {len(self._columns())} covariates {self._columns()}"
+                + (f", {run} post-burn-in iterations per chain" if run is not None else "") + ")")
+
+@dataclass(repr=False)
+class _MapsInMaskOrder(VoxelwiseResults):
+    "Another result's maps permuted into its mask's C order, which `VoxelwiseResults.to_nifti` expects."
+    extra: dict = field(default_factory=dict, kw_only=True)
+    def extra_maps(self): return self.extra
 
 def _diagnostics(draws, names):
     "Split-Rhat and bulk ESS per voxel and covariate from stored draws (chains, draws, voxels, P)."

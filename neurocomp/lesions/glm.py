@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 from scipy.special import ndtr, ndtri
+from ..results import VoxelwiseResults
 
 # %% auto #0
 __all__ = ['MACHINE_EPSILON', 'PROBIT_THRESHOLD', 'PROBIT_CLIP_TAIL', 'LOGIT_THRESHOLD', 'LINKS', 'METHODS', 'TILE', 'CHUNK',
@@ -525,28 +526,32 @@ def _warm_start(ev32, tolerance=WARM_UP_TOLERANCE, iterations=WARM_UP_ITERATIONS
 
 
 # %% ../../nbs/10_lesion_glm.ipynb #15905dd2
-@dataclass
-class GLMResult:
-    "Voxel-wise GLM estimates: arrays of shape (voxels, covariates) or (voxels,)."
-    coef: np.ndarray # estimates; +-inf where the MLE is infinite
-    se: np.ndarray # standard errors from the inverse Fisher information; inf where the MLE is infinite
-    z: np.ndarray # Wald statistics coef/se; NaN where the MLE is infinite
+@dataclass(repr=False)
+class GLMResult(VoxelwiseResults):
+    "Voxel-wise GLM estimates (the shared `VoxelwiseResults`): arrays of shape (voxels, covariates) or (voxels,)."
+    # coef: estimates, +-inf where the MLE is infinite; se: from the inverse Fisher information, inf where the MLE is
+    # infinite; z: Wald statistics coef/se, NaN where the MLE is infinite (fields of VoxelwiseResults)
     converged: np.ndarray # iteration met its stopping rule before maxit
     n_iter: np.ndarray # outer iterations used (ML probit: the float32 warm-up's plus glm's float64 ones)
     deviance: np.ndarray # residual deviance at the estimate
     infinite: np.ndarray | None # (ML) the MLE of this coefficient does not exist (separation); None for MeanBR
-    method: str = "meanbr"
-    link: str = "probit"
-    names: list = field(default_factory=list) # covariate names
+    method: str = field(default="meanbr", kw_only=True) # "meanbr" or "ml"
+    link: str = field(default="probit", kw_only=True) # "probit" or "logit"
 
-    @property
-    def n_voxels(self) -> int: return self.coef.shape[0] if self.coef.ndim == 2 else 1
+    def extra_maps(self) -> dict[str, np.ndarray]:
+        "converged (1/0) and, for ML, infinite_<covariate> (1 where the MLE does not exist)."
+        out = {"converged": np.asarray(self.converged, dtype=np.float32).reshape(self.n_voxels)}
+        if self.infinite is not None:
+            infinite = np.asarray(self.infinite).reshape(self.n_voxels, -1)
+            for j, name in enumerate(self._columns()): out[f"infinite_{name}"] = infinite[:, j].astype(np.float32)
+        return out
 
     def voxel(self, j: int) -> "GLMResult":
         "The result of one voxel (1-D arrays)."
         pick = lambda a: None if a is None else a[j]
         return GLMResult(self.coef[j], self.se[j], self.z[j], pick(self.converged), pick(self.n_iter),
-                         pick(self.deviance), pick(self.infinite), self.method, self.link, list(self.names))
+                         pick(self.deviance), pick(self.infinite), method=self.method, link=self.link,
+                         covariate_names=list(self.covariate_names))
 
     def __repr__(self):
         inf = "" if self.infinite is None else f", infinite MLE share {self.infinite.any(-1).mean():.3f}"
@@ -695,7 +700,7 @@ def fit_voxelwise(Y, # subjects x voxels binary lesion matrix (uint8/bool prefer
     cat = lambda key: np.concatenate([q[key] for q in parts]) if parts else np.empty((0, p))
     infinite = cat("infinite") if method == "ml" else None
     return GLMResult(cat("coef"), cat("se"), cat("z"), cat("converged"), cat("n_iter"), cat("deviance"), infinite,
-                     method, link, names)
+                     method=method, link=link, covariate_names=names)
 
 class _BlockStore:
     "Per-block results on disk, keyed by the design, the settings and the block's data: resume after interruption."
