@@ -29,31 +29,50 @@ class Lattice:
     edges: np.ndarray       # (E, 2) each neighbour pair once
     n_components: int       # connected components (rank deficiency of the pairwise-difference prior)
 
+_FACE_STEPS = ((0, -1), (0, 1), (1, -1), (1, 1), (2, -1), (2, 1))  # (axis, step) of the 6 face neighbours
+
 def build_lattice(voxel_coords: np.ndarray, # (n_voxels, 3) integer ijk indices in the image grid
                  ) -> Lattice:
     "The 6-neighbour lattice, checkerboard colouring and edge list of a set of voxels."
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
     coords = np.asarray(voxel_coords)
     if coords.ndim != 2 or coords.shape[1] != 3:
         raise ValueError(f"voxel_coords must have shape (n_voxels, 3), got {coords.shape}")
+    if coords.dtype == bool or not np.issubdtype(coords.dtype, np.number):
+        raise TypeError(f"voxel_coords must be integer ijk indices, got dtype {coords.dtype}")
     if not np.issubdtype(coords.dtype, np.integer):
-        if not np.all(np.isfinite(coords)) or np.any(coords != np.round(coords)):
+        if not np.all(np.isfinite(coords)) or np.any(coords != np.round(coords)) or np.any(np.abs(coords) > 2**52):
             raise ValueError("voxel_coords must be integer ijk indices")
-        coords = coords.astype(np.int64)
     coords = coords.astype(np.int64)
-    if len(coords) == 0: raise ValueError("voxel_coords is empty")
-    lo = coords.min(0); shape = tuple(coords.max(0) - lo + 3)  # pad by one so neighbours never wrap
-    rel = coords - lo + 1
-    grid = np.full(shape, -1, dtype=np.int64)
-    if len(np.unique(np.ravel_multi_index(rel.T, shape))) != len(coords):
-        raise ValueError("voxel_coords contains duplicate voxels")
-    grid[tuple(rel.T)] = np.arange(len(coords))
-    offsets = np.array([[-1, 0, 0], [1, 0, 0], [0, -1, 0], [0, 1, 0], [0, 0, -1], [0, 0, 1]])
-    neighbours = np.stack([grid[tuple((rel + o).T)] for o in offsets], axis=1)
+    M = len(coords)
+    if M == 0: raise ValueError("voxel_coords is empty")
+    # Voxels are found by a key on each axis's distinct values, so memory is O(M) however far apart they lie
+    # (a dense bounding box asked for 6.9 EiB when one voxel sat far from the rest).
+    axes = [np.unique(coords[:, a]) for a in range(3)]
+    sizes = [len(u) for u in axes]
+    if float(sizes[0]) * sizes[1] * sizes[2] >= 2.0 ** 62:
+        raise ValueError(f"{M} voxels are too many for one lattice")
+    ranks = np.column_stack([np.searchsorted(axes[a], coords[:, a]) for a in range(3)])
+    key = lambda r: (r[:, 0] * sizes[1] + r[:, 1]) * sizes[2] + r[:, 2]
+    keys = key(ranks)
+    order = np.argsort(keys, kind="stable"); sorted_keys = keys[order]
+    if np.any(sorted_keys[1:] == sorted_keys[:-1]): raise ValueError("voxel_coords contains duplicate voxels")
+    neighbours = np.full((M, 6), -1, dtype=np.int64)
+    for d, (axis, step) in enumerate(_FACE_STEPS):
+        value = coords[:, axis] + step
+        r = np.minimum(np.searchsorted(axes[axis], value), sizes[axis] - 1)
+        moved = ranks.copy(); moved[:, axis] = r
+        wanted = key(moved)
+        at = np.minimum(np.searchsorted(sorted_keys, wanted), M - 1)
+        hit = (axes[axis][r] == value) & (sorted_keys[at] == wanted)
+        neighbours[hit, d] = order[at[hit]]
     n_nb = (neighbours >= 0).sum(1)
     forward = neighbours[:, 1::2]  # +i, +j, +k: each edge once
     src, k = np.nonzero(forward >= 0)
     edges = np.stack([src, forward[src, k]], axis=1)
-    _, n_comp = ndimage.label(grid >= 0, structure=ndimage.generate_binary_structure(3, 1))
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(M, M))
+    n_comp = connected_components(graph, directed=False)[0]
     return Lattice(coords, neighbours, n_nb.astype(np.int64), (coords.sum(1) % 2).astype(np.int64), edges, int(n_comp))
 
 # %% ../../nbs/20_bsglmm.ipynb #dbc98673
@@ -340,7 +359,6 @@ def _normal_scores_sorted(values, order, table, out):
         for k in range(a, b + 1): out[order[k]] = score
         a = b + 1
 
-@njit(parallel=True, cache=True)
 def _normal_scores(x, order, table):
     "Blom scores of each row of x (V, S) given each row's sort order (numpy's vectorised argsort)."
     V, S = x.shape
@@ -348,16 +366,20 @@ def _normal_scores(x, order, table):
     for v in prange(V): _normal_scores_sorted(x[v], order[v], table, z[v])
     return z
 
+# small maps run serially: a parallel region's thread wake-ups cost more than the work
+_normal_scores_parallel = njit(parallel=True, cache=True)(_normal_scores)
+_normal_scores_serial = njit(cache=True)(_renamed(_normal_scores, "_normal_scores_serial"))
+
 def _rank_normalise(x, table):
     "Per voxel (rows of x (V, S)): Blom scores of the draws and of the draws folded about their median."
+    scores = _normal_scores_parallel if x.size >= _PARALLEL_MIN_WORK else _normal_scores_serial
     order = np.argsort(x, axis=1)
-    z = _normal_scores(x, order, table)
+    z = scores(x, order, table)
     S = x.shape[1]
     median = 0.5 * (np.take_along_axis(x, order[:, (S - 1) // 2, None], 1) + np.take_along_axis(x, order[:, S // 2, None], 1))
     folded = np.abs(x - median)
-    return z, _normal_scores(folded, np.argsort(folded, axis=1), table)
+    return z, scores(folded, np.argsort(folded, axis=1), table)
 
-@njit(parallel=True, cache=True)
 def _geyer_tau(rho, n_total):
     "Integrated autocorrelation time per voxel from rho (V, n): Geyer's initial positive then monotone sequence."
     V, n = rho.shape
@@ -389,6 +411,9 @@ def _geyer_tau(rho, n_total):
         out[v] = np.nan if nan else max(tau, floor)
     return out
 
+_geyer_tau_parallel = njit(parallel=True, cache=True)(_geyer_tau)
+_geyer_tau_serial = njit(cache=True)(_renamed(_geyer_tau, "_geyer_tau_serial"))
+
 def _rhat_basic(x):
     "Gelman-Rubin R-hat per voxel of x (V, chains, draws)."
     n = x.shape[2]
@@ -409,7 +434,8 @@ def _ess_basic(x):
     if C > 1: var_plus = var_plus + x.mean(axis=2).var(axis=1, ddof=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = 1.0 - (mean_var[:, None] - acov) / var_plus[:, None]
-    ess = C * n / _geyer_tau(rho, C * n)
+    tau = (_geyer_tau_parallel if rho.size >= _PARALLEL_MIN_WORK else _geyer_tau_serial)(rho, C * n)
+    ess = C * n / tau
     ess[np.ptp(x, axis=(1, 2)) < np.finfo(float).resolution] = C * n  # constant draws: arviz's convention
     return ess
 
@@ -506,8 +532,12 @@ def _diagnostics(draws, names):
     "Split-Rhat and bulk ESS per voxel and covariate from stored draws (chains, draws, voxels, P)."
     out = {}
     if draws is None or draws.shape[1] < 8: return out
+    M = draws.shape[2]
+    step = max(1, int(2**25 // max(1, draws.shape[0] * draws.shape[1])))  # ~32M draws per chunk: bounded scratch memory
     for p, name in enumerate(names):
-        ess, rhat = bulk_ess_and_rhat(draws[:, :, :, p])
+        ess, rhat = np.empty(M), np.empty(M)
+        for start in range(0, M, step):
+            ess[start:start + step], rhat[start:start + step] = bulk_ess_and_rhat(draws[:, :, start:start + step, p])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # all-NaN maps give NaN summaries, not warnings
             out[name] = {"rhat": rhat, "ess_bulk": ess, "max_rhat": float(np.nanmax(rhat)),
@@ -615,6 +645,11 @@ def fit_bsglmm(Y, # (n_subjects, n_voxels) binary lesion masks (bool/uint8)
     if chains * capacity * M * P * 4 > max_draw_bytes:
         raise ValueError(f"storing {chains}x{capacity} draws of {M}x{P} coefficients needs "
                          f"{chains * capacity * M * P * 4 / 1e9:.1f} GB > max_draw_bytes; raise thin or set store_draws=False")
+    from neurocomp.core import check_memory
+    check_memory(_fit_memory_bytes(N, M, P, chains, capacity),
+                 f"BSGLMM sampler state for {M} voxels x {P} covariates x {chains} chain(s) with {capacity} stored draws each")
+    isolated = np.flatnonzero(lattice.n_neighbours == 0)
+    if isolated.size: _refuse_separated_isolated(Y8[:, isolated], Xf, lattice.coords[isolated])
     packed = pack_masks(Y8)
     del Y8
     offset0 = np.zeros(M) if wm is None else wm
@@ -748,6 +783,24 @@ def fit_bsglmm(Y, # (n_subjects, n_voxels) binary lesion masks (bool/uint8)
                         precision_draws=np.stack([s["precision_draws"][:n_stored] for s in states]), wm_coef_draws=wm_draws,
                         draws=draws, seconds=seconds, iterations_per_second=its_done / seconds if seconds > 0 else float("nan"),
                         params=params, ess_unmet=None if check is None else check["unmet"])
+
+def _fit_memory_bytes(N, M, P, chains, capacity):
+    "Bytes the sampler holds: packed masks, lattice, and per chain its state, moments and stored draws (twice: the result stacks them)."
+    per_chain = 3 * M * P * 8 + 2 * M * 8 + 2 * capacity * M * P * 4 + capacity * (P * P + 1) * 8
+    return M * -(-N // 8) + 16 * M * 8 + chains * per_chain
+
+def _refuse_separated_isolated(Y_isolated, X, coords):
+    "Isolated voxels (no face neighbour in the mask) have a flat prior: refuse any whose data are separated."
+    from neurocomp.lesions.glm import fit_voxelwise
+    # a probit with a flat prior has a proper posterior exactly when the MLE exists (Chen & Shao 1997)
+    ml = fit_voxelwise(Y_isolated, X, method="ml", n_jobs=1)
+    bad = ml.infinite.any(1) | ~np.isfinite(ml.coef).all(1)
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} isolated voxel(s) (no face neighbour in the mask, hence a flat prior), e.g. ijk "
+            f"{coords[bad][0].tolist()}, have separated lesion data (no finite MLE): their posterior is improper and the "
+            "sampler would drift. Fit on a connected mask (brain and reference incidence > 0, the authors' lattice) "
+            "or leave these voxels out.")
 
 def _draw_capacity(n_samples, thin, store_draws, min_ess, max_samples):
     "Stored draws per chain: all of a fixed run's thinned draws; with `min_ess` room for 4 x min_ess (even; halved when full)."

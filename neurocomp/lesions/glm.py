@@ -383,7 +383,7 @@ def _brglm_iterate(ev, B, mode, epsilon, maxit, slowit, max_step_factor):
     failed = ~ev.ok.copy()
     iteration = np.ones(v, np.int64); halvings = np.zeros(v, np.int64); stopped = np.zeros(v, bool)
     active = everyone[~failed]
-    if maxit == 0: return iteration * 0, ~failed
+    if maxit == 0: return iteration * 0, np.zeros(v, bool)  # brglm2: the starting values, converged = FALSE
     while active.size:
         previous_l1 = np.abs(ev.step[active]).sum(1)
         B[active] += (slowit * 2.0 ** (-halvings[active]))[:, None] * ev.step[active]
@@ -635,15 +635,34 @@ def _check_inputs(Y, X):
         raise ValueError(f"lesion matrix Y must be binary (0/1); found values such as {bad.tolist()}")
     return Y.astype(np.uint8), X.astype(np.float64)
 
-def _control(method, link, epsilon, maxit, slowit, max_step_factor):
-    if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if link not in LINKS: raise ValueError(f"link must be one of {tuple(LINKS)}, got {link!r}")
+def _control(method, link, epsilon, maxit, slowit, max_step_factor, separation_ratio=1e4):
+    "Checked fitting controls; brglm2's and glm's defaults where not given."
+    if not isinstance(method, str) or method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(link, str) or link not in LINKS: raise ValueError(f"link must be one of {tuple(LINKS)}, got {link!r}")
     if epsilon is None: epsilon = 1e-8 if method == "ml" else 1e-6  # glm.control / brglmControl defaults
     if maxit is None: maxit = 50 if method == "ml" else 100
-    if not (epsilon > 0): raise ValueError("epsilon must be > 0")
-    if int(maxit) < 0: raise ValueError("maxit must be >= 0")
-    if not (0 < slowit <= 1): raise ValueError("slowit must be in (0, 1]")
+    _number(epsilon, "epsilon")
+    if not (0 < epsilon < np.inf): raise ValueError(f"epsilon must be a positive finite number, got {epsilon!r}")
+    _integer(maxit, "maxit")
+    # maxit = 0: brglm2 returns its starting values (the ML fit to adjusted responses) with converged = FALSE;
+    # R's glm.control refuses maxit <= 0, and so do we for ML
+    if maxit < (1 if method == "ml" else 0):
+        raise ValueError(f"maxit must be >= {1 if method == 'ml' else 0} for method={method!r}, got {maxit}")
+    _number(slowit, "slowit")
+    if not (0 < slowit <= 1): raise ValueError(f"slowit must be in (0, 1], got {slowit!r}")
+    _integer(max_step_factor, "max_step_factor")
+    if max_step_factor < 1: raise ValueError(f"max_step_factor must be >= 1, got {max_step_factor}")
+    _number(separation_ratio, "separation_ratio")
+    if not (1 < separation_ratio < np.inf): raise ValueError(f"separation_ratio must be a finite number > 1, got {separation_ratio!r}")
     return float(epsilon), int(maxit), float(slowit), int(max_step_factor)
+
+def _number(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+
+def _integer(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
 
 # %% ../../nbs/10_lesion_glm.ipynb #e181734a
 def _available_cores() -> int:
@@ -667,15 +686,20 @@ def fit_voxelwise(Y, # subjects x voxels binary lesion matrix (uint8/bool prefer
                  ) -> GLMResult:
     "Fit a binary GLM at every voxel (column of `Y`) against the design `X`."
     Y, X = _check_inputs(Y, X)
-    epsilon, maxit, slowit, max_step_factor = _control(method, link, epsilon, maxit, slowit, max_step_factor)
-    if block_size < 1: raise ValueError("block_size must be >= 1")
+    epsilon, maxit, slowit, max_step_factor = _control(method, link, epsilon, maxit, slowit, max_step_factor,
+                                                       separation_ratio)
+    _integer(block_size, "block_size")
+    if block_size < 1: raise ValueError(f"block_size must be >= 1, got {block_size}")
     n, p = X.shape
-    names = list(names) if names is not None else [f"x{k}" for k in range(p)]
+    if isinstance(names, str): raise TypeError(f"names must be a list of covariate names, got the string {names!r}")
+    names = [str(nm) for nm in names] if names is not None else [f"x{k}" for k in range(p)]
     if len(names) != p: raise ValueError(f"{len(names)} names for {p} covariates")
+    if len(set(names)) != p: raise ValueError(f"covariate names must be distinct, got {names}")
     v = Y.shape[1]
     if scheduler is None:
+        if n_jobs is not None: _integer(n_jobs, "n_jobs")
         n_jobs = _available_cores() if n_jobs is None else int(n_jobs)
-        if n_jobs < 1: raise ValueError("n_jobs must be >= 1")
+        if n_jobs < 1: raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
         # fewer blocks than threads would leave cores idle: split the voxels evenly (not below one tile)
         block_size = min(block_size, max(TILE, -(-v // n_jobs)))
     starts = list(range(0, v, block_size))
@@ -707,7 +731,11 @@ class _BlockStore:
     def __init__(self, folder, X, args, block_size):
         from neurocomp.core import params_hash
         import hashlib
-        self.folder = Path(folder); self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"checkpoint_dir {self.folder} exists and is not a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.p, self.ml = X.shape[1], args[0] == "ml"
         self.prefix = params_hash(dict(args=list(args), block_size=block_size,
                                        X=hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest()))
     def _path(self, Y_block):
@@ -715,9 +743,20 @@ class _BlockStore:
         digest = hashlib.sha256(np.ascontiguousarray(Y_block).tobytes()).hexdigest()[:16]
         return self.folder / f"glm_{self.prefix}_{digest}.npz"
     def load(self, Y_block):
+        "This block's stored result, None if there is none; a damaged file is an error that names it."
+        import zipfile
         path = self._path(Y_block)
         if not path.exists(): return None
-        with np.load(path) as z: part = {k: z[k] for k in z.files}
+        v, p = Y_block.shape[1], self.p
+        shapes = dict(coef=(v, p), se=(v, p), z=(v, p), converged=(v,), n_iter=(v,), deviance=(v,))
+        if self.ml: shapes["infinite"] = (v, p)
+        try:
+            with np.load(path, allow_pickle=False) as f: part = {k: f[k] for k in f.files}
+            wrong = [k for k, shape in shapes.items() if k not in part or part[k].shape != shape]
+            if wrong: raise ValueError(f"arrays {wrong} missing or of the wrong shape")
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise ValueError(f"GLM block checkpoint {path} is unreadable, truncated or corrupt ({type(e).__name__}: {e}); "
+                             "delete it (only its block is refitted) or pass another checkpoint_dir") from e
         part.setdefault("infinite", None)
         return part
     def save(self, Y_block, part):
