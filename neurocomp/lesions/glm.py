@@ -612,28 +612,40 @@ def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor
 
 # %% ../../nbs/10_lesion_glm.ipynb #b9a89993
 def _check_inputs(Y, X):
+    "The lesion matrix as uint8 and the design as float64, after checking shapes, types and values (a clear error otherwise)."
+    if hasattr(X, "to_numpy"): X = X.to_numpy()  # a DataFrame
     X = np.asarray(X)
     if X.ndim != 2: raise ValueError(f"design X must be 2-D (subjects x covariates), got shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.number) or X.dtype == bool: X = X.astype(np.float64)
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool) or np.iscomplexobj(X):
+        raise TypeError(f"design X must be numeric (real numbers or bool), got dtype {X.dtype}: encode categorical "
+                        "covariates as numeric columns first")
+    X = X.astype(np.float64)
     if not np.all(np.isfinite(X)): raise ValueError("design X contains NaN or infinite values")
     n, p = X.shape
     if p == 0: raise ValueError("design X has no columns")
     if n <= p: raise ValueError(f"design X has {n} subjects for {p} covariates; need more subjects than covariates")
+    largest = float(np.abs(X).max())
+    if largest > 1e100:  # X'WX would overflow float64 long before: rescaling is the user's call, not ours
+        raise ValueError(f"design X has values as large as {largest:.3g}: rescale the covariates (e.g. standardise them)")
     rank = np.linalg.matrix_rank(X)
     if rank < p: raise ValueError(f"design X is rank deficient (rank {rank} < {p} columns): drop collinear covariates")
+    if hasattr(Y, "to_numpy"): Y = Y.to_numpy()
     Y = np.asarray(Y)
     if Y.ndim == 1: Y = Y[:, None]
     if Y.ndim != 2: raise ValueError(f"lesion matrix Y must be subjects x voxels, got shape {Y.shape}")
     if Y.shape[0] != n:
         raise ValueError(f"Y has {Y.shape[0]} subjects (rows) but X has {n}: subject counts must match")
+    if Y.shape[1] == 0: raise ValueError("lesion matrix Y has no voxels (0 columns)")
+    if not (np.issubdtype(Y.dtype, np.number) or Y.dtype == bool) or np.iscomplexobj(Y):
+        raise TypeError(f"lesion matrix Y must hold 0/1 numbers or bools, got dtype {Y.dtype}")
     if Y.dtype == np.uint8 or Y.dtype == bool:
-        if Y.dtype == np.uint8 and Y.size and Y.max() > 1: raise ValueError("lesion matrix Y must be binary (0/1); found values > 1")
-        return Y.view(np.uint8) if Y.dtype == bool else Y, X.astype(np.float64)
+        if Y.dtype == np.uint8 and Y.max() > 1: raise ValueError("lesion matrix Y must be binary (0/1); found values > 1")
+        return Y.view(np.uint8) if Y.dtype == bool else Y, X
     if np.issubdtype(Y.dtype, np.floating) and np.isnan(Y).any(): raise ValueError("lesion matrix Y contains NaN")
     if not np.isin(Y, (0, 1)).all():
         bad = np.unique(Y[~np.isin(Y, (0, 1))])[:5]
         raise ValueError(f"lesion matrix Y must be binary (0/1); found values such as {bad.tolist()}")
-    return Y.astype(np.uint8), X.astype(np.float64)
+    return Y.astype(np.uint8), X
 
 def _control(method, link, epsilon, maxit, slowit, max_step_factor, separation_ratio=1e4):
     "Checked fitting controls; brglm2's and glm's defaults where not given."
