@@ -793,8 +793,10 @@ def _refuse_separated_isolated(Y_isolated, X, coords):
     "Isolated voxels (no face neighbour in the mask) have a flat prior: refuse any whose data are separated."
     from neurocomp.lesions.glm import fit_voxelwise
     # a probit with a flat prior has a proper posterior exactly when the MLE exists (Chen & Shao 1997)
-    ml = fit_voxelwise(Y_isolated, X, method="ml", n_jobs=1)
-    bad = ml.infinite.any(1) | ~np.isfinite(ml.coef).all(1)
+    if X.shape[0] <= X.shape[1]: bad = np.ones(Y_isolated.shape[1], bool)  # N <= P: no MLE anywhere
+    else:
+        ml = fit_voxelwise(Y_isolated, X, method="ml", n_jobs=1)
+        bad = ml.infinite.any(1) | ~np.isfinite(ml.coef).all(1)
     if bad.any():
         raise ValueError(
             f"{int(bad.sum())} isolated voxel(s) (no face neighbour in the mask, hence a flat prior), e.g. ijk "
