@@ -12,25 +12,6 @@ import numpy as np
 from scipy import special
 
 
-def make_problem(n_subjects=250, seed=0):
-    "A ~23k-voxel ellipsoidal 'white matter' mask with a smooth intercept (low incidence) and age effect."
-    rng = np.random.default_rng(seed)
-    g = np.indices((46, 56, 30)).reshape(3, -1).T
-    c = np.array([22.5, 27.5, 14.5]); r = np.array([22.0, 27.0, 14.5])
-    coords = g[(((g - c) / r) ** 2).sum(1) <= 1.0]
-    keep = ((((coords - c) / (r * 0.999)) ** 2).sum(1) <= 1.0)
-    coords = coords[keep][:23000] if keep.sum() >= 23000 else coords[:23000]
-    u = (coords - c) / r
-    dist = np.sqrt((u ** 2).sum(1))
-    intercept = -2.6 + 1.2 * np.exp(-4 * (dist - 0.3) ** 2)         # periventricular-ish band of higher incidence
-    age = 0.15 + 0.25 * np.exp(-6 * ((u[:, 0] - 0.2) ** 2 + u[:, 1] ** 2))
-    age_years = rng.uniform(45, 80, n_subjects)
-    X = np.column_stack([np.ones(n_subjects), (age_years - age_years.mean()) / age_years.std()])
-    truth = np.column_stack([intercept, age])
-    Y = (X @ truth.T + rng.standard_normal((n_subjects, len(coords))) > 0).astype(np.uint8)
-    return Y, X, coords, truth
-
-
 def numpy_peer_sweep(Y, X, coef, neighbours, n_nb, colours, precision, rng):
     "The same Gibbs sweep, vectorised numpy/scipy (the peer): Z by inverse CDF, then b(v) per colour."
     XtX = X.T @ X
@@ -58,10 +39,12 @@ def main():
     ap.add_argument("--peer-iterations", type=int, default=5)
     ap.add_argument("--speed-iterations", type=int, default=200)
     ap.add_argument("--skip-chain", action="store_true", help="only the it/s comparison")
+    ap.add_argument("--subjects", type=int, default=250, help="N* (the paper: 250 and 1,000)")
+    ap.add_argument("--voxels", type=int, default=23000, help="lattice voxels (the analysis mask: ~23,000)")
     a = ap.parse_args()
     import numba
-    from neurocomp.lesions.bsglmm import fit_bsglmm, build_lattice
-    Y, X, coords, truth = make_problem()
+    from neurocomp.lesions.bsglmm import fit_bsglmm, build_lattice, synthetic_lattice_problem
+    Y, X, coords, truth = synthetic_lattice_problem(a.subjects, a.voxels)
     N, M = Y.shape
     print(f"problem: N={N} subjects, M={M} voxels, P={X.shape[1]}, lesion rate {Y.mean():.3f}; "
           f"numba threads {numba.get_num_threads()}, cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}")

@@ -16,7 +16,8 @@ from scipy.fft import next_fast_len
 from ..results import VoxelwiseResults
 
 # %% auto #0
-__all__ = ['Lattice', 'build_lattice', 'pack_masks', 'bulk_ess_and_rhat', 'BSGLMMResult', 'fit_bsglmm']
+__all__ = ['Lattice', 'build_lattice', 'pack_masks', 'bulk_ess_and_rhat', 'BSGLMMResult', 'fit_bsglmm',
+           'synthetic_lattice_problem']
 
 # %% ../../nbs/20_bsglmm.ipynb #656f0ccb
 @dataclass
@@ -931,3 +932,27 @@ class _TorchSweep:
         return self.coef.cpu().numpy().astype(np.float64), self.z_sum.cpu().numpy().astype(np.float64)
     def log_likelihood(self, coef, offset):
         return _log_likelihood_torch(self.packed, self.X, self.t(coef), self.t(offset), self.N, self.chunk).cpu().numpy()
+
+# %% ../../nbs/20_bsglmm.ipynb #e55d1a06
+def synthetic_lattice_problem(n_subjects: int = 250, # N*
+                              n_voxels: int = 23000, # lattice voxels (the paper's analysis mask at N* = 250: ~23,400)
+                              seed: int = 0, # random seed
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    "Y (N x M uint8), X (intercept, standardised age), ijk coords and true coefficients on an ellipsoidal lattice."
+    rng = np.random.default_rng(seed)
+    scale = (n_voxels / 23000) ** (1 / 3)
+    radii = np.array([22.0, 27.0, 14.5]) * scale * 1.02
+    grid = np.indices(tuple(np.ceil(2 * radii + 2).astype(int))).reshape(3, -1).T
+    unit = (grid - radii - 0.5) / radii
+    coords = grid[(unit ** 2).sum(1) <= 1.0]
+    order = np.argsort(((coords - radii - 0.5) / radii) ** 2 @ np.ones(3), kind="stable")
+    coords = coords[np.sort(order[:n_voxels])]  # the innermost n_voxels, in C order: one connected blob
+    u = (coords - radii - 0.5) / radii
+    distance = np.sqrt((u ** 2).sum(1))
+    intercept = -2.6 + 1.2 * np.exp(-4 * (distance - 0.3) ** 2)  # a band of higher incidence around the centre
+    age_effect = 0.15 + 0.25 * np.exp(-6 * ((u[:, 0] - 0.2) ** 2 + u[:, 1] ** 2))
+    age = rng.uniform(45, 80, n_subjects)
+    X = np.column_stack([np.ones(n_subjects), (age - age.mean()) / age.std()])
+    truth = np.column_stack([intercept, age_effect])
+    Y = (X @ truth.T + rng.standard_normal((n_subjects, len(coords))) > 0).astype(np.uint8)
+    return Y, X, coords, truth

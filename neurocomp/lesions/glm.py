@@ -9,14 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+import pandas as pd
 from numba import njit
 from scipy.special import ndtr, ndtri
 from ..results import VoxelwiseResults
 
 # %% auto #0
 __all__ = ['MACHINE_EPSILON', 'PROBIT_THRESHOLD', 'PROBIT_CLIP_TAIL', 'LOGIT_THRESHOLD', 'LINKS', 'METHODS', 'TILE', 'CHUNK',
-           'LANES', 'WARM_UP_TOLERANCE', 'WARM_UP_ITERATIONS', 'link_quantities', 'pair_products', 'GLMResult',
-           'fit_voxelwise', 'fit_glm']
+           'LANES', 'WARM_UP_TOLERANCE', 'WARM_UP_ITERATIONS', 'PAPER_COMPUTATION_TIME', 'AUTHORS_MEANBR',
+           'link_quantities', 'pair_products', 'GLMResult', 'fit_voxelwise', 'fit_glm', 'r_peer_status', 'fit_r_peer',
+           'computation_time_table']
 
 # %% ../../nbs/10_lesion_glm.ipynb #0abebe6f
 MACHINE_EPSILON = 2.220446049250313e-16  # R's .Machine$double.eps
@@ -805,3 +807,182 @@ def fit_glm(y, # binary response, one value per subject
     y = np.asarray(y)
     if y.ndim != 1: raise ValueError(f"y must be 1-D (one value per subject), got shape {y.shape}")
     return fit_voxelwise(y[:, None], X, method=method, link=link, **control).voxel(0)
+
+# %% ../../nbs/10_lesion_glm.ipynb #e55d1b11
+_R_PEER_SCRIPT = r'''
+args <- commandArgs(trailingOnly = TRUE)
+n <- as.integer(args[3]); v <- as.integer(args[4]); p <- as.integer(args[5])
+method <- args[6]; link <- args[7]; epsilon <- as.numeric(args[8]); maxit <- as.integer(args[9]); slowit <- as.numeric(args[10])
+if (method == "meanbr") suppressMessages(library(brglm2))
+Y <- matrix(readBin(args[1], "integer", n * v, size = 1, signed = FALSE), n, v)
+X <- matrix(readBin(args[2], "double", n * p), n, p)
+family <- binomial(link)
+out <- matrix(NA_real_, v, 2 * p + 1)
+start <- proc.time()[["elapsed"]]
+for (j in seq_len(v)) {
+  y <- Y[, j]
+  fit <- tryCatch(suppressWarnings(
+    if (method == "meanbr") glm(y ~ X - 1, family = family, method = "brglmFit", type = "AS_mean",
+                                epsilon = epsilon, maxit = maxit, slowit = slowit)
+    else glm(y ~ X - 1, family = family, control = glm.control(epsilon = epsilon, maxit = maxit))),
+    error = function(e) NULL)
+  if (!is.null(fit)) {
+    s <- summary(fit)$coefficients
+    if (nrow(s) == p) out[j, ] <- c(s[, 1], s[, 2], as.numeric(fit$converged))
+  }
+}
+seconds <- proc.time()[["elapsed"]] - start
+writeBin(as.vector(t(out)), args[11], size = 8)
+cat(sprintf("%.6f\n", seconds))
+'''
+
+def r_peer_status() -> tuple[bool, str]:
+    "Whether Rscript and brglm2 are installed, and their versions (or what to install)."
+    import shutil, subprocess
+    if shutil.which("Rscript") is None:
+        return False, "R is not installed (Debian: apt-get install r-base-core r-cran-brglm2)"
+    try:
+        out = subprocess.run(["Rscript", "-e", 'cat(R.version$major, R.version$minor, "|", '
+                              'tryCatch(as.character(packageVersion("brglm2")), error = function(e) "none"))'],
+                             capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"Rscript could not be run ({e})"
+    r_version, _, brglm2 = out.stdout.partition("|")
+    if out.returncode != 0 or brglm2.strip() in ("", "none"):
+        return False, "the R package brglm2 is not installed (Debian: apt-get install r-cran-brglm2)"
+    return True, f"R {r_version.strip().replace(' ', '.')}, brglm2 {brglm2.strip()}"
+
+def fit_r_peer(Y: np.ndarray, # subjects x voxels binary lesion matrix
+               X: np.ndarray, # subjects x covariates design (intercept included)
+               method: str = "meanbr", # "meanbr" (brglm2 AS_mean) or "ml" (R's glm)
+               link: str = "probit", # "probit" or "logit"
+               epsilon: float | None = None, # stopping tolerance (default: brglm2's 1e-6, glm's 1e-8)
+               maxit: int | None = None, # maximum iterations (default: brglm2's 100, glm's 25)
+               slowit: float = 1.0, # brglm2's step factor
+               timeout: float = 3600, # seconds allowed for the R process
+              ) -> dict:
+    "The authors' per-voxel R loop (brglm2 MeanBR or glm ML) on Y and X: coef, se, z, converged, and R's loop seconds."
+    import subprocess, tempfile
+    ok, status = r_peer_status()
+    if not ok: raise RuntimeError(f"fit_r_peer needs R and brglm2: {status}")
+    Y, X = _check_inputs(Y, X)
+    epsilon, maxit, slowit, _ = _control(method, link, epsilon, 25 if maxit is None and method == "ml" else maxit, slowit, 12)
+    n, v = Y.shape; p = X.shape[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one core, as ours
+    with tempfile.TemporaryDirectory(prefix="neurocomp_rpeer_") as tmp:
+        tmp = Path(tmp)
+        (tmp / "y.bin").write_bytes(np.asfortranarray(Y, dtype=np.uint8).tobytes(order="F"))
+        (tmp / "x.bin").write_bytes(np.asfortranarray(X, dtype="<f8").tobytes(order="F"))
+        (tmp / "peer.R").write_text(_R_PEER_SCRIPT)
+        cmd = ["Rscript", str(tmp / "peer.R"), str(tmp / "y.bin"), str(tmp / "x.bin"), str(n), str(v), str(p), method,
+               link, repr(epsilon), str(maxit), repr(slowit), str(tmp / "out.bin")]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        if run.returncode != 0: raise RuntimeError(f"the R peer failed: {run.stderr.strip()[-2000:]}")
+        out = np.fromfile(tmp / "out.bin", dtype="<f8").reshape(v, 2 * p + 1)
+    coef, se = out[:, :p], out[:, p:2 * p]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = coef / se
+    return dict(coef=coef, se=se, z=z, converged=out[:, -1] == 1, seconds=float(run.stdout.split()[-1]),
+                method=method, link=link, status=status)
+
+# %% ../../nbs/10_lesion_glm.ipynb #e55d1b14
+PAPER_COMPUTATION_TIME = {  # Kindalova et al. (2021) §3.1.3 and §3.2
+    "N*=250": dict(subjects=250, regressions=23404, glm="15-20 min per data set, 1 core", bsglmm="16 min per 100,000 iterations (K80)"),
+    "N*=1000": dict(subjects=1000, regressions=40286, glm="50-60 min per data set, 1 core", bsglmm="60 min per 100,000 iterations (K80)"),
+    "UK Biobank": dict(subjects=13680, regressions=72603, glm="ML 3 h, MeanBR 3.5 h on 8 cores", bsglmm="not run (GPU memory)"),
+}
+AUTHORS_MEANBR = dict(epsilon=1e-5, maxit=10000, slowit=0.5)  # the authors' brglm2 settings
+
+def computation_time_table(ours_voxels: int = 2000, # voxels fitted by our engine per setting
+                           peer_voxels: int = 20, # voxels fitted by each peer loop (R glm, brglm2, statsmodels)
+                           bsglmm_iterations: int = 20, # timed Gibbs iterations per simulation setting
+                           bsglmm_voxels: int = 23000, # lattice size for the BSGLMM rows
+                           settings: tuple = ("N*=250", "N*=1000", "UK Biobank"), # rows of PAPER_COMPUTATION_TIME
+                           seed: int = 0, # data seed
+                           progress: bool = False, # print each measurement as it is taken
+                          ) -> pd.DataFrame:
+    "Rates of our ML/MeanBR/BSGLMM beside R glm, brglm2 and statsmodels measured in the same run, as §3.1.3's table."
+    import time, warnings
+    import statsmodels.api as sm
+    from threadpoolctl import threadpool_limits
+    from neurocomp.lesions.bsglmm import fit_bsglmm, synthetic_lattice_problem
+    import numba
+    unknown = sorted(set(settings) - set(PAPER_COMPUTATION_TIME))
+    if unknown: raise ValueError(f"unknown settings {unknown}; valid: {sorted(PAPER_COMPUTATION_TIME)}")
+    for name, value in (("ours_voxels", ours_voxels), ("peer_voxels", peer_voxels), ("bsglmm_iterations", bsglmm_iterations)):
+        _integer(value, name)
+        if value < 1: raise ValueError(f"{name} must be >= 1, got {value}")
+    r_ok, r_status = r_peer_status()
+    rows = []
+    say = print if progress else (lambda *a, **k: None)
+    for setting in settings:
+        paper = PAPER_COMPUTATION_TIME[setting]
+        n = paper["subjects"]
+        if setting == "UK Biobank":
+            from neurocomp.lesions.application import biobank_sized_problem, FORMULA
+            from neurocomp.lesions.mapping import design_matrix
+            Y, covariates, _ = biobank_sized_problem(n, ours_voxels, seed=seed)
+            X = design_matrix(covariates, FORMULA).to_numpy(); coords = None
+        else:
+            Y_all, X, coords, _ = synthetic_lattice_problem(n, bsglmm_voxels, seed=seed)
+            fitted = np.flatnonzero(Y_all.any(0))  # as the authors: only voxels with a lesion in some subject
+            Y = Y_all[:, fitted[np.linspace(0, len(fitted) - 1, min(ours_voxels, len(fitted))).astype(int)]]
+        Y = np.ascontiguousarray(Y)
+        peer_cols = np.linspace(0, Y.shape[1] - 1, min(peer_voxels, Y.shape[1])).astype(int)
+        base = dict(setting=setting, subjects=n, covariates=X.shape[1])
+        ours = {}
+        for method, control, label in (("ml", {}, "ML"), ("meanbr", AUTHORS_MEANBR, "MeanBR")):
+            fit_voxelwise(Y, X, method=method, n_jobs=1, **control)  # every kernel loaded and compiled outside the timing
+            start = time.perf_counter()
+            fit = fit_voxelwise(Y, X, method=method, n_jobs=1, **control)
+            rate = Y.shape[1] / (time.perf_counter() - start)
+            ours[method] = (rate, fit)
+            rows.append(dict(base, method=label, engine="neurocomp fit_voxelwise", measured_on=f"{Y.shape[1]} voxels",
+                             rate=rate, unit="voxels/s per core"))
+            say(rows[-1])
+            peers = [("R glm" if method == "ml" else "R brglm2", "r")] + ([("statsmodels GLM", "sm")] if method == "ml" else [])
+            for engine, kind in peers:
+                row = dict(base, method=label, engine=engine, measured_on=f"{len(peer_cols)} voxels", unit="voxels/s per core")
+                if kind == "r" and not r_ok:
+                    row.update(rate=np.nan, note=f"not installed: {r_status}")
+                elif kind == "r":
+                    peer = fit_r_peer(Y[:, peer_cols], X, method=method, **control)
+                    finite = np.isfinite(fit.z[peer_cols]).all(1) & np.isfinite(peer["z"]).all(1)
+                    row.update(rate=len(peer_cols) / peer["seconds"], note=r_status,
+                               max_abs_dz=float(np.max(np.abs(fit.z[peer_cols][finite] - peer["z"][finite]))) if finite.any() else np.nan)
+                else:
+                    family = sm.families.Binomial(link=sm.families.links.Probit())
+                    start = time.perf_counter()
+                    with warnings.catch_warnings(), threadpool_limits(1):
+                        warnings.simplefilter("ignore")
+                        for j in peer_cols:
+                            try: sm.GLM(Y[:, j], X, family=family).fit()
+                            except Exception: pass  # a separated voxel may fail; it still costs its time
+                    row.update(rate=len(peer_cols) / (time.perf_counter() - start), note="statsmodels, one BLAS thread")
+                row["ours_vs_peer"] = rate / row["rate"]
+                rows.append(row); say(row)
+        if coords is not None:
+            fit_bsglmm(Y_all[:, :500], X, coords[:500], n_samples=2, burn_in=0, progress=False, store_draws=False, n_deviance=1)
+            fit_bsglmm(Y_all, X, coords, n_samples=2, burn_in=0, progress=False, store_draws=False, n_deviance=1)  # compile
+            short = fit_bsglmm(Y_all, X, coords, n_samples=bsglmm_iterations, burn_in=0, progress=False,
+                               store_draws=False, n_deviance=1)
+            minutes_100k = 100_000 / short.iterations_per_second / 60
+            meanbr_minutes = paper["regressions"] / ours["meanbr"][0] / 60
+            rows.append(dict(base, method="BSGLMM", engine=f"neurocomp fit_bsglmm (numba, {numba.get_num_threads()} threads)",
+                             measured_on=f"{bsglmm_iterations} iterations x {len(coords)} voxels",
+                             rate=short.iterations_per_second, unit="iterations/s", minutes_per_data_set=minutes_100k,
+                             note="minutes per 100,000 iterations; ours_vs_peer: 100,000 iterations / our MeanBR fit of "
+                                  "the data set on 1 core (paper: 16 / 15-20 min at N*=250)",
+                             ours_vs_peer=minutes_100k / meanbr_minutes))
+            say(rows[-1])
+    table = pd.DataFrame(rows)
+    glm_rows = table.unit == "voxels/s per core"
+    regressions = table.setting.map(lambda s: PAPER_COMPUTATION_TIME[s]["regressions"])
+    cores = np.where(table.setting == "UK Biobank", 8, 1)  # the paper's UK Biobank run used 8 cores
+    table.loc[glm_rows, "minutes_per_data_set"] = (regressions / (table.rate * cores) / 60)[glm_rows]
+    table["paper"] = [PAPER_COMPUTATION_TIME[s]["bsglmm" if m == "BSGLMM" else "glm"] for s, m in zip(table.setting, table.method)]
+    columns = ["setting", "subjects", "covariates", "method", "engine", "measured_on", "rate", "unit", "ours_vs_peer",
+               "max_abs_dz", "minutes_per_data_set", "paper", "note"]
+    table = table.reindex(columns=columns)
+    table.attrs.update(load_average=os.getloadavg(), cpus=_available_cores(), r_peer=r_status)
+    return table
