@@ -171,14 +171,15 @@ def find_ukb_images(root: str | os.PathLike, # a folder of UK Biobank bulk imagi
     return pd.DataFrame(rows, columns=["participant_id", "session_id", "path", *[f"{k}_path" for k in labels]])
 
 def detect_layout(root: str | os.PathLike) -> str:
-    "`ukb`, `caps` or `bids`, from the folder structure."
+    "`ukb`, `caps`, `bids` or `table` (a folder with table.csv), from the folder structure."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"cohort folder {root} does not exist")
     if any(UKB_FOLDER.match(p.name) for p in root.glob("*_20252_*")): return "ukb"
     if (root / "subjects").is_dir() and any((root / "subjects").glob("sub-*/ses-*/t1")): return "caps"
     if any(root.glob("sub-*")): return "bids"
+    if (root / "table.csv").is_file(): return "table"
     raise ValueError(f"{root} is neither a UK Biobank bulk folder (<eid>_20252_2_0/T1/...), a Clinica CAPS folder "
-                     f"(subjects/sub-*/ses-*/t1/...) nor a BIDS dataset (sub-*/...)")
+                     f"(subjects/sub-*/ses-*/t1/...), a BIDS dataset (sub-*/...) nor a folder with a table.csv of image paths")
 
 # %% ../nbs/04_cohorts.ipynb #a8139abd
 def _fingerprint(paths, extra) -> str:
@@ -273,11 +274,13 @@ class Cohort:
         for i in tqdm(range(len(self)), desc="checking images", unit="img", leave=False, disable=not progress): self.array(i)
         return self
 
-    def _common_grid(self) -> Grid:
+    def _common_grid(self, shape_only: bool = False) -> Grid:
+        "The cohort's grid; for a native-space cohort the grid all images share (or only their shape, for training stacks)."
         if self.grid is not None: return self.grid
         grids = {}
         for i in range(len(self)):
-            img = self.load_image(i); grids.setdefault(Grid(tuple(img.shape[:3]), np.round(img.affine, 3)), self.paths[i])
+            img = self.load_image(i)
+            grids.setdefault(Grid(tuple(img.shape[:3]), np.eye(4) if shape_only else np.round(img.affine, 3)), self.paths[i])
         if len(grids) > 1:
             raise ValueError(f"this {self.layout} cohort is in native space: its images lie on {len(grids)} different grids "
                              f"(e.g. {list(grids.values())[:2]}); register them to one grid first, or read them one by one "
@@ -307,13 +310,14 @@ class Cohort:
 
     def fingerprint(self) -> str:
         "A hash of the image files (paths, sizes, modification times) and the value handling; keys caches."
-        return _fingerprint(self.paths, {"rescale_max": self.rescale_max, "value_range": self.value_range, "binary": self.binary})
+        return _fingerprint(self.paths, {"rescale_max": self.rescale_max, "value_range": self.value_range, "binary": self.binary,
+                                         "dtype": "float32"})
 
     def memmap(self, cache: str | os.PathLike | None = None, # folder for the stack (default: NEUROCOMP_CACHE/cohorts)
                progress: bool = True, # show a progress bar while building
               ) -> np.memmap:
-        "The images as a read-only (N, *grid.shape) float32 memory-mapped stack, built once and cached by the files' fingerprint."
-        grid = self._common_grid()
+        "The images as a read-only (N, X, Y, Z) float32 memory-mapped stack, built once and cached by the files' fingerprint."
+        grid = self._common_grid(shape_only=True)  # a training stack: native-space images of one shape may differ in affine
         folder = Path(cache) if cache is not None else cache_dir("cohorts")
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"stack-{self.fingerprint()}.npy"
@@ -422,6 +426,7 @@ def join_phenotypes(images: pd.DataFrame, # participant_id, session_id, path[, <
                     table: pd.DataFrame, # the phenotype table with participant_id [and session_id]
                     source: str = "phenotype table", # what the table is, for messages (its path)
                     unmatched_rows: str = "error", # a table row without an image: "error" or "drop"
+                    subject: str = "sub", # how messages name a subject ("sub" -> sub-01; "eid" -> eid-1000001)
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Images and their phenotype rows aligned one to one; any unmatched image or row, or duplicate, is an error naming it."
     if unmatched_rows not in ("error", "drop"): raise ValueError(f"unmatched_rows must be 'error' or 'drop', got {unmatched_rows!r}")
@@ -436,12 +441,14 @@ def join_phenotypes(images: pd.DataFrame, # participant_id, session_id, path[, <
         raise ValueError(f"some images have a session and some not (e.g. {images.path[images._ses.isna()].iloc[0]}); use one layout")
     keys = ["_sub", "_ses"] if with_sessions else ["_sub"]
     if with_sessions: table["_ses"] = _match_labels([_label(v, "ses-") for v in table.session_id], set(images._ses))
-    shown = lambda row: "/".join(f"{k[1:]}-{row[k]}" for k in keys)
-    dup_images = images[images.duplicated(keys, keep=False)]
+    shown = lambda row, keys=keys: "/".join(f"{subject if k == '_sub' else 'ses'}-{row[k]}" for k in keys if row[k] is not None)
+    # an image is identified by subject and session; a table without sessions (BIDS participants.tsv) serves every session
+    identity = images.assign(_ses=images._ses.fillna(""))
+    dup_images = identity[identity.duplicated(["_sub", "_ses"], keep=False)]
     if len(dup_images):
         first = dup_images.iloc[0]
-        same = dup_images[(dup_images[keys] == first[keys]).all(axis=1)].path.tolist()
-        raise ValueError(f"duplicate subject: {shown(first)} has {len(same)} images: {[str(p) for p in same]}")
+        same = dup_images[(dup_images[["_sub", "_ses"]] == first[["_sub", "_ses"]]).all(axis=1)].path.tolist()
+        raise ValueError(f"duplicate subject: {shown(images.loc[first.name], ['_sub', '_ses'])} has {len(same)} images: {[str(p) for p in same]}")
     dup_rows = table[table.duplicated(keys, keep=False)]
     if len(dup_rows):
         raise ValueError(f"{source}: duplicate subject {shown(dup_rows.iloc[0])} in rows {dup_rows.index[:5].tolist()}"
@@ -520,22 +527,31 @@ def _finish(images, phenotypes, grid, layout, root, check, progress, **flags) ->
     if check in (True, "full"): cohort.check(progress)
     return cohort
 
-def _table_arg(table, default: Path, what: str, required=(), na_values=None, numeric_text="error"):
+def _table_arg(table, default: Path, what: str, required=(), na_values=None, numeric_text="error", numeric=()):
     "The table given (a DataFrame or a path) or the layout's default file; returns (table, its name for messages)."
     if table is None:
         if not default.exists(): raise FileNotFoundError(f"{default.parent}: no {default.name} ({what}); pass its path")
         table = default
     if isinstance(table, pd.DataFrame):
+        source = "phenotype table"
         missing = [c for c in required if c not in table.columns]
-        if missing: raise ValueError(f"phenotype table: missing column(s) {missing}; it has {list(table.columns)}")
+        if missing: raise ValueError(f"{source}: missing column(s) {missing}; it has {list(table.columns)}")
         bad = _numeric_text_columns(table, skip=_ID_COLUMNS)
         if bad and numeric_text == "error":
             col, tokens = next(iter(bad.items()))
-            raise ValueError(f"phenotype table: column {col!r} holds numbers and text {tokens}; convert it (e.g. pd.to_numeric) "
+            raise ValueError(f"{source}: column {col!r} holds numbers and text {tokens}; convert it (e.g. pd.to_numeric) "
                              f"or pass numeric_text='ignore'")
-        return table.copy(), "phenotype table"
-    if not isinstance(table, (str, os.PathLike)): raise TypeError(f"the table must be a DataFrame or a path, got {type(table).__name__}")
-    return read_phenotypes(table, required=required, na_values=na_values, numeric_text=numeric_text), str(table)
+        table = table.copy()
+    elif not isinstance(table, (str, os.PathLike)): raise TypeError(f"the table must be a DataFrame or a path, got {type(table).__name__}")
+    else: table, source = read_phenotypes(table, required=required, na_values=na_values, numeric_text=numeric_text), str(table)
+    for col in numeric:  # columns the layout defines as numbers (UK Biobank fields, ClinicaDL's age): text there is an error
+        if col in table.columns and not (pd.api.types.is_numeric_dtype(table[col]) or pd.api.types.is_bool_dtype(table[col])):
+            values = table[col].dropna().astype(str).str.strip()
+            tokens = sorted(set(values[pd.to_numeric(values, errors="coerce").isna()]))[:5]
+            if tokens: raise ValueError(f"{source}: column {col!r} must be numeric but holds text {tokens}; if these mean "
+                                        f"'missing', pass na_values={tokens}")
+            table[col] = pd.to_numeric(table[col])
+    return table, source
 
 def load_bids_cohort(root: str | os.PathLike, # a BIDS dataset or derivatives folder
                      participants: str | os.PathLike | pd.DataFrame | None = None, # default ROOT/participants.tsv
@@ -594,7 +610,7 @@ def load_caps_cohort(root: str | os.PathLike, # a Clinica CAPS folder (t1-volume
             raise ValueError(f"{root}: both modulated-on and modulated-off maps are present (e.g. {images.path[~images.modulated].iloc[0]}); "
                              f"keep one kind in the folder")
     images = images.drop(columns=["group", "modulated"])
-    table, source = _table_arg(diagnosis_table, root / "labels.tsv", "ClinicaDL's diagnosis table", ["participant_id", *required], na_values, numeric_text)
+    table, source = _table_arg(diagnosis_table, root / "labels.tsv", "ClinicaDL's diagnosis table", ["participant_id", *required], na_values, numeric_text, numeric=("age",))
     images, phenotypes = join_phenotypes(images, table, source, unmatched_rows)
     grid = reference_grid(images.path.tolist(), grid, progress)
     return _finish(images, phenotypes, grid, "caps", root, check, progress, value_range=(0.0, 1.0), rescale_max=modulated == "rescale")
@@ -616,9 +632,9 @@ def load_ukb_cohort(root: str | os.PathLike, # folder of <eid>_20252_2_0 bulk im
     if images.empty: raise ValueError(f"{root}: no UK Biobank folders <eid>_20252_{instance}_0 with {UKB_IMAGE}")
     missing = images.path[[not Path(p).exists() for p in images.path]]
     if len(missing): raise ImageCheckError(f"{missing.iloc[0]}: file does not exist ({len(missing)} subject folder(s) lack {UKB_IMAGE})")
-    table, source = _table_arg(table, root / "ukb_main.csv", "the UK Biobank main-dataset extract", ["eid", *required], na_values, numeric_text)
+    table, source = _table_arg(table, root / "ukb_main.csv", "the UK Biobank main-dataset extract", ["eid", *required], na_values, numeric_text, numeric=tuple(UKB_FIELDS))
     table = table.rename(columns={"eid": "participant_id"})
-    images, phenotypes = join_phenotypes(images, table, source, unmatched_rows)
+    images, phenotypes = join_phenotypes(images, table, source, unmatched_rows, subject="eid")
     phenotypes = phenotypes.rename(columns={"participant_id": "eid"}).assign(participant_id=images.participant_id)
     for column, name in UKB_FIELDS.items():
         if column in phenotypes.columns and name not in phenotypes.columns: phenotypes[name] = phenotypes[column]
@@ -660,12 +676,17 @@ def load_cohort(root: str | os.PathLike, # the cohort folder (or, for layout="ta
         if isinstance(layout, (pd.DataFrame, os.PathLike)) or (isinstance(layout, str) and Path(layout).suffix in (".tsv", ".csv")):
             options["phenotypes"], layout = layout, "auto"  # the old signature load_cohort(root, phenotypes)
         else: raise ValueError(f"layout must be one of {['auto', *LOADERS]}, got {layout!r}")
-    if layout == "table": return cohort_from_table(root, **options)
+    if layout in ("auto", "table") and Path(root).is_file(): return cohort_from_table(root, **options)
     layout = detect_layout(root) if layout == "auto" else layout
+    if layout == "table": return cohort_from_table(Path(root) / "table.csv", **options)
     if "phenotypes" in options: options[_TABLE_OPTION[layout]] = options.pop("phenotypes")
+    if layout == "caps" and "find_kwargs" in options: options.update(options.pop("find_kwargs"))
+    import inspect
+    accepted = [k for k in inspect.signature(LOADERS[layout]).parameters if k != "root"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown: raise TypeError(f"the {layout} loader ({LOADERS[layout].__name__}) has no option(s) {unknown}; it takes {accepted}")
     if layout == "bids" and "suffix" not in options:  # lesion masks when the folder has them, else T1w images
         if any(Path(root).glob("sub-*/**/anat/*_mask.nii*")): return load_bids_lesion_cohort(root, **options)
-    if layout == "caps" and "find_kwargs" in options: options.update(options.pop("find_kwargs"))
     return LOADERS[layout](root, **options)
 
 # %% ../nbs/04_cohorts.ipynb #042cd35d
@@ -727,10 +748,11 @@ def write_fixture_cohort(root: str | os.PathLike, # the folder to (re)create
                          n: int = 6, # number of subjects
                          seed: int = 0, # seeds the images and the table
                          shape: tuple = (8, 10, 8), # voxels per image (tiny: tests)
-                         sessions: int = 1, # sessions per subject (caps; bids writes ses- folders when > 1)
+                         sessions: int = 1, # sessions per subject (caps, bids: ses- folders when > 1; ukb: always 1)
                         ) -> Path:
     "A tiny random but valid cohort in `layout` (for tests): images, label images and the layout's table."
     if n < 1 or sessions < 1: raise ValueError("n and sessions must be >= 1")
+    if layout == "ukb": sessions = 1  # one imaging visit per folder (instance 2)
     rng = as_generator(seed)
     subjects = [f"{i + 1:02d}" for i in range(n)] if layout != "ukb" else [str(1000001 + i) for i in range(n)]
     rows = [{"participant_id": s if layout == "ukb" else f"sub-{s}", "session_id": f"ses-M{12 * k:02d}" if (layout == "caps" or sessions > 1) else pd.NA}

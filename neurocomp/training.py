@@ -19,11 +19,17 @@ __all__ = ['as_tensors', 'pearson_r2', 'accuracy', 'data_fingerprint', 'architec
 # %% ../nbs/31_training.ipynb #b71e06cc
 def _finite_or_raise(x: torch.Tensor, what: str, rows=None):
     "A clear error when `x` holds NaN or ±inf (they make the loss NaN; the cause is the data, not the learning rate)."
-    if not torch.is_floating_point(x): return
-    finite = torch.isfinite(x.reshape(len(x), -1)).all(1) if x.dim() > 1 else torch.isfinite(x)
-    if not bool(finite.all()):
-        bad = torch.nonzero(~finite).ravel()[:5].tolist()
-        items = [rows[i] for i in bad] if rows is not None else bad
+    if not torch.is_floating_point(x) or x.numel() == 0: return
+    flat = x.reshape(len(x), -1) if x.dim() > 1 else x.reshape(-1, 1)
+    # in blocks of ~64 MB: torch.isfinite makes temporaries larger than its input, which a 17 GB stack cannot afford
+    per = max(1, (1 << 26) // max(1, flat.shape[1] * flat.element_size()))
+    bad = []
+    for start in range(0, len(flat), per):
+        finite = torch.isfinite(flat[start:start + per]).all(1)
+        if not bool(finite.all()): bad += (torch.nonzero(~finite).ravel() + start).tolist()
+        if len(bad) >= 5: break
+    if bad:
+        items = [rows[i] for i in bad[:5]] if rows is not None else bad[:5]
         raise ValueError(f"{what} contain non-finite values (NaN or ±inf) in item(s) {items}: fix or drop them before training")
 
 def as_tensors(data, # TensorDataset, (x, y) tuple of tensors/arrays, or a map-style dataset of (x, y) pairs / dicts
@@ -126,6 +132,7 @@ class _Batches:
         for idx, batch in zip(chunks, self.loader):
             x = batch[0] if torch.is_floating_point(batch[0]) else batch[0].float()
             _finite_or_raise(x, f"{self.name} images", rows=idx.tolist())
+            for extra in batch[1:]: _finite_or_raise(extra, f"{self.name} targets", rows=idx.tolist())
             yield (idx, x, *batch[1:])
     def targets(self) -> torch.Tensor:
         "All targets, in order (streamed: read once, images skipped where the dataset allows)."
