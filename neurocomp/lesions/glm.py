@@ -9,13 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+import pandas as pd
 from numba import njit
 from scipy.special import ndtr, ndtri
+from ..results import VoxelwiseResults
 
 # %% auto #0
 __all__ = ['MACHINE_EPSILON', 'PROBIT_THRESHOLD', 'PROBIT_CLIP_TAIL', 'LOGIT_THRESHOLD', 'LINKS', 'METHODS', 'TILE', 'CHUNK',
-           'LANES', 'WARM_UP_TOLERANCE', 'WARM_UP_ITERATIONS', 'link_quantities', 'pair_products', 'GLMResult',
-           'fit_voxelwise', 'fit_glm']
+           'LANES', 'WARM_UP_TOLERANCE', 'WARM_UP_ITERATIONS', 'PAPER_COMPUTATION_TIME', 'AUTHORS_MEANBR',
+           'link_quantities', 'pair_products', 'GLMResult', 'fit_voxelwise', 'fit_glm', 'r_peer_status', 'fit_r_peer',
+           'computation_time_table']
 
 # %% ../../nbs/10_lesion_glm.ipynb #0abebe6f
 MACHINE_EPSILON = 2.220446049250313e-16  # R's .Machine$double.eps
@@ -382,7 +385,7 @@ def _brglm_iterate(ev, B, mode, epsilon, maxit, slowit, max_step_factor):
     failed = ~ev.ok.copy()
     iteration = np.ones(v, np.int64); halvings = np.zeros(v, np.int64); stopped = np.zeros(v, bool)
     active = everyone[~failed]
-    if maxit == 0: return iteration * 0, ~failed
+    if maxit == 0: return iteration * 0, np.zeros(v, bool)  # brglm2: the starting values, converged = FALSE
     while active.size:
         previous_l1 = np.abs(ev.step[active]).sum(1)
         B[active] += (slowit * 2.0 ** (-halvings[active]))[:, None] * ev.step[active]
@@ -525,28 +528,32 @@ def _warm_start(ev32, tolerance=WARM_UP_TOLERANCE, iterations=WARM_UP_ITERATIONS
 
 
 # %% ../../nbs/10_lesion_glm.ipynb #15905dd2
-@dataclass
-class GLMResult:
-    "Voxel-wise GLM estimates: arrays of shape (voxels, covariates) or (voxels,)."
-    coef: np.ndarray # estimates; +-inf where the MLE is infinite
-    se: np.ndarray # standard errors from the inverse Fisher information; inf where the MLE is infinite
-    z: np.ndarray # Wald statistics coef/se; NaN where the MLE is infinite
+@dataclass(repr=False)
+class GLMResult(VoxelwiseResults):
+    "Voxel-wise GLM estimates (the shared `VoxelwiseResults`): arrays of shape (voxels, covariates) or (voxels,)."
+    # coef: estimates, +-inf where the MLE is infinite; se: from the inverse Fisher information, inf where the MLE is
+    # infinite; z: Wald statistics coef/se, NaN where the MLE is infinite (fields of VoxelwiseResults)
     converged: np.ndarray # iteration met its stopping rule before maxit
     n_iter: np.ndarray # outer iterations used (ML probit: the float32 warm-up's plus glm's float64 ones)
     deviance: np.ndarray # residual deviance at the estimate
     infinite: np.ndarray | None # (ML) the MLE of this coefficient does not exist (separation); None for MeanBR
-    method: str = "meanbr"
-    link: str = "probit"
-    names: list = field(default_factory=list) # covariate names
+    method: str = field(default="meanbr", kw_only=True) # "meanbr" or "ml"
+    link: str = field(default="probit", kw_only=True) # "probit" or "logit"
 
-    @property
-    def n_voxels(self) -> int: return self.coef.shape[0] if self.coef.ndim == 2 else 1
+    def extra_maps(self) -> dict[str, np.ndarray]:
+        "converged (1/0) and, for ML, infinite_<covariate> (1 where the MLE does not exist)."
+        out = {"converged": np.asarray(self.converged, dtype=np.float32).reshape(self.n_voxels)}
+        if self.infinite is not None:
+            infinite = np.asarray(self.infinite).reshape(self.n_voxels, -1)
+            for j, name in enumerate(self._columns()): out[f"infinite_{name}"] = infinite[:, j].astype(np.float32)
+        return out
 
     def voxel(self, j: int) -> "GLMResult":
         "The result of one voxel (1-D arrays)."
         pick = lambda a: None if a is None else a[j]
         return GLMResult(self.coef[j], self.se[j], self.z[j], pick(self.converged), pick(self.n_iter),
-                         pick(self.deviance), pick(self.infinite), self.method, self.link, list(self.names))
+                         pick(self.deviance), pick(self.infinite), method=self.method, link=self.link,
+                         covariate_names=list(self.covariate_names))
 
     def __repr__(self):
         inf = "" if self.infinite is None else f", infinite MLE share {self.infinite.any(-1).mean():.3f}"
@@ -607,38 +614,69 @@ def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor
 
 # %% ../../nbs/10_lesion_glm.ipynb #b9a89993
 def _check_inputs(Y, X):
+    "The lesion matrix as uint8 and the design as float64, after checking shapes, types and values (a clear error otherwise)."
+    if hasattr(X, "to_numpy"): X = X.to_numpy()  # a DataFrame
     X = np.asarray(X)
     if X.ndim != 2: raise ValueError(f"design X must be 2-D (subjects x covariates), got shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.number) or X.dtype == bool: X = X.astype(np.float64)
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool) or np.iscomplexobj(X):
+        raise TypeError(f"design X must be numeric (real numbers or bool), got dtype {X.dtype}: encode categorical "
+                        "covariates as numeric columns first")
+    X = X.astype(np.float64)
     if not np.all(np.isfinite(X)): raise ValueError("design X contains NaN or infinite values")
     n, p = X.shape
     if p == 0: raise ValueError("design X has no columns")
     if n <= p: raise ValueError(f"design X has {n} subjects for {p} covariates; need more subjects than covariates")
+    largest = float(np.abs(X).max())
+    if largest > 1e100:  # X'WX would overflow float64 long before: rescaling is the user's call, not ours
+        raise ValueError(f"design X has values as large as {largest:.3g}: rescale the covariates (e.g. standardise them)")
     rank = np.linalg.matrix_rank(X)
     if rank < p: raise ValueError(f"design X is rank deficient (rank {rank} < {p} columns): drop collinear covariates")
+    if hasattr(Y, "to_numpy"): Y = Y.to_numpy()
     Y = np.asarray(Y)
     if Y.ndim == 1: Y = Y[:, None]
     if Y.ndim != 2: raise ValueError(f"lesion matrix Y must be subjects x voxels, got shape {Y.shape}")
     if Y.shape[0] != n:
         raise ValueError(f"Y has {Y.shape[0]} subjects (rows) but X has {n}: subject counts must match")
+    if Y.shape[1] == 0: raise ValueError("lesion matrix Y has no voxels (0 columns)")
+    if not (np.issubdtype(Y.dtype, np.number) or Y.dtype == bool) or np.iscomplexobj(Y):
+        raise TypeError(f"lesion matrix Y must hold 0/1 numbers or bools, got dtype {Y.dtype}")
     if Y.dtype == np.uint8 or Y.dtype == bool:
-        if Y.dtype == np.uint8 and Y.size and Y.max() > 1: raise ValueError("lesion matrix Y must be binary (0/1); found values > 1")
-        return Y.view(np.uint8) if Y.dtype == bool else Y, X.astype(np.float64)
+        if Y.dtype == np.uint8 and Y.max() > 1: raise ValueError("lesion matrix Y must be binary (0/1); found values > 1")
+        return Y.view(np.uint8) if Y.dtype == bool else Y, X
     if np.issubdtype(Y.dtype, np.floating) and np.isnan(Y).any(): raise ValueError("lesion matrix Y contains NaN")
     if not np.isin(Y, (0, 1)).all():
         bad = np.unique(Y[~np.isin(Y, (0, 1))])[:5]
         raise ValueError(f"lesion matrix Y must be binary (0/1); found values such as {bad.tolist()}")
-    return Y.astype(np.uint8), X.astype(np.float64)
+    return Y.astype(np.uint8), X
 
-def _control(method, link, epsilon, maxit, slowit, max_step_factor):
-    if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if link not in LINKS: raise ValueError(f"link must be one of {tuple(LINKS)}, got {link!r}")
+def _control(method, link, epsilon, maxit, slowit, max_step_factor, separation_ratio=1e4):
+    "Checked fitting controls; brglm2's and glm's defaults where not given."
+    if not isinstance(method, str) or method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(link, str) or link not in LINKS: raise ValueError(f"link must be one of {tuple(LINKS)}, got {link!r}")
     if epsilon is None: epsilon = 1e-8 if method == "ml" else 1e-6  # glm.control / brglmControl defaults
     if maxit is None: maxit = 50 if method == "ml" else 100
-    if not (epsilon > 0): raise ValueError("epsilon must be > 0")
-    if int(maxit) < 0: raise ValueError("maxit must be >= 0")
-    if not (0 < slowit <= 1): raise ValueError("slowit must be in (0, 1]")
+    _number(epsilon, "epsilon")
+    if not (0 < epsilon < np.inf): raise ValueError(f"epsilon must be a positive finite number, got {epsilon!r}")
+    _integer(maxit, "maxit")
+    # maxit = 0: brglm2 returns its starting values (the ML fit to adjusted responses) with converged = FALSE;
+    # R's glm.control refuses maxit <= 0, and so do we for ML
+    if maxit < (1 if method == "ml" else 0):
+        raise ValueError(f"maxit must be >= {1 if method == 'ml' else 0} for method={method!r}, got {maxit}")
+    _number(slowit, "slowit")
+    if not (0 < slowit <= 1): raise ValueError(f"slowit must be in (0, 1], got {slowit!r}")
+    _integer(max_step_factor, "max_step_factor")
+    if max_step_factor < 1: raise ValueError(f"max_step_factor must be >= 1, got {max_step_factor}")
+    _number(separation_ratio, "separation_ratio")
+    if not (1 < separation_ratio < np.inf): raise ValueError(f"separation_ratio must be a finite number > 1, got {separation_ratio!r}")
     return float(epsilon), int(maxit), float(slowit), int(max_step_factor)
+
+def _number(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+
+def _integer(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
 
 # %% ../../nbs/10_lesion_glm.ipynb #e181734a
 def _available_cores() -> int:
@@ -662,15 +700,20 @@ def fit_voxelwise(Y, # subjects x voxels binary lesion matrix (uint8/bool prefer
                  ) -> GLMResult:
     "Fit a binary GLM at every voxel (column of `Y`) against the design `X`."
     Y, X = _check_inputs(Y, X)
-    epsilon, maxit, slowit, max_step_factor = _control(method, link, epsilon, maxit, slowit, max_step_factor)
-    if block_size < 1: raise ValueError("block_size must be >= 1")
+    epsilon, maxit, slowit, max_step_factor = _control(method, link, epsilon, maxit, slowit, max_step_factor,
+                                                       separation_ratio)
+    _integer(block_size, "block_size")
+    if block_size < 1: raise ValueError(f"block_size must be >= 1, got {block_size}")
     n, p = X.shape
-    names = list(names) if names is not None else [f"x{k}" for k in range(p)]
+    if isinstance(names, str): raise TypeError(f"names must be a list of covariate names, got the string {names!r}")
+    names = [str(nm) for nm in names] if names is not None else [f"x{k}" for k in range(p)]
     if len(names) != p: raise ValueError(f"{len(names)} names for {p} covariates")
+    if len(set(names)) != p: raise ValueError(f"covariate names must be distinct, got {names}")
     v = Y.shape[1]
     if scheduler is None:
+        if n_jobs is not None: _integer(n_jobs, "n_jobs")
         n_jobs = _available_cores() if n_jobs is None else int(n_jobs)
-        if n_jobs < 1: raise ValueError("n_jobs must be >= 1")
+        if n_jobs < 1: raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
         # fewer blocks than threads would leave cores idle: split the voxels evenly (not below one tile)
         block_size = min(block_size, max(TILE, -(-v // n_jobs)))
     starts = list(range(0, v, block_size))
@@ -695,14 +738,18 @@ def fit_voxelwise(Y, # subjects x voxels binary lesion matrix (uint8/bool prefer
     cat = lambda key: np.concatenate([q[key] for q in parts]) if parts else np.empty((0, p))
     infinite = cat("infinite") if method == "ml" else None
     return GLMResult(cat("coef"), cat("se"), cat("z"), cat("converged"), cat("n_iter"), cat("deviance"), infinite,
-                     method, link, names)
+                     method=method, link=link, covariate_names=names)
 
 class _BlockStore:
     "Per-block results on disk, keyed by the design, the settings and the block's data: resume after interruption."
     def __init__(self, folder, X, args, block_size):
         from neurocomp.core import params_hash
         import hashlib
-        self.folder = Path(folder); self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"checkpoint_dir {self.folder} exists and is not a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.p, self.ml = X.shape[1], args[0] == "ml"
         self.prefix = params_hash(dict(args=list(args), block_size=block_size,
                                        X=hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest()))
     def _path(self, Y_block):
@@ -710,9 +757,20 @@ class _BlockStore:
         digest = hashlib.sha256(np.ascontiguousarray(Y_block).tobytes()).hexdigest()[:16]
         return self.folder / f"glm_{self.prefix}_{digest}.npz"
     def load(self, Y_block):
+        "This block's stored result, None if there is none; a damaged file is an error that names it."
+        import zipfile
         path = self._path(Y_block)
         if not path.exists(): return None
-        with np.load(path) as z: part = {k: z[k] for k in z.files}
+        v, p = Y_block.shape[1], self.p
+        shapes = dict(coef=(v, p), se=(v, p), z=(v, p), converged=(v,), n_iter=(v,), deviance=(v,))
+        if self.ml: shapes["infinite"] = (v, p)
+        try:
+            with np.load(path, allow_pickle=False) as f: part = {k: f[k] for k in f.files}
+            wrong = [k for k, shape in shapes.items() if k not in part or part[k].shape != shape]
+            if wrong: raise ValueError(f"arrays {wrong} missing or of the wrong shape")
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise ValueError(f"GLM block checkpoint {path} is unreadable, truncated or corrupt ({type(e).__name__}: {e}); "
+                             "delete it (only its block is refitted) or pass another checkpoint_dir") from e
         part.setdefault("infinite", None)
         return part
     def save(self, Y_block, part):
@@ -749,3 +807,182 @@ def fit_glm(y, # binary response, one value per subject
     y = np.asarray(y)
     if y.ndim != 1: raise ValueError(f"y must be 1-D (one value per subject), got shape {y.shape}")
     return fit_voxelwise(y[:, None], X, method=method, link=link, **control).voxel(0)
+
+# %% ../../nbs/10_lesion_glm.ipynb #e55d1b11
+_R_PEER_SCRIPT = r'''
+args <- commandArgs(trailingOnly = TRUE)
+n <- as.integer(args[3]); v <- as.integer(args[4]); p <- as.integer(args[5])
+method <- args[6]; link <- args[7]; epsilon <- as.numeric(args[8]); maxit <- as.integer(args[9]); slowit <- as.numeric(args[10])
+if (method == "meanbr") suppressMessages(library(brglm2))
+Y <- matrix(readBin(args[1], "integer", n * v, size = 1, signed = FALSE), n, v)
+X <- matrix(readBin(args[2], "double", n * p), n, p)
+family <- binomial(link)
+out <- matrix(NA_real_, v, 2 * p + 1)
+start <- proc.time()[["elapsed"]]
+for (j in seq_len(v)) {
+  y <- Y[, j]
+  fit <- tryCatch(suppressWarnings(
+    if (method == "meanbr") glm(y ~ X - 1, family = family, method = "brglmFit", type = "AS_mean",
+                                epsilon = epsilon, maxit = maxit, slowit = slowit)
+    else glm(y ~ X - 1, family = family, control = glm.control(epsilon = epsilon, maxit = maxit))),
+    error = function(e) NULL)
+  if (!is.null(fit)) {
+    s <- summary(fit)$coefficients
+    if (nrow(s) == p) out[j, ] <- c(s[, 1], s[, 2], as.numeric(fit$converged))
+  }
+}
+seconds <- proc.time()[["elapsed"]] - start
+writeBin(as.vector(t(out)), args[11], size = 8)
+cat(sprintf("%.6f\n", seconds))
+'''
+
+def r_peer_status() -> tuple[bool, str]:
+    "Whether Rscript and brglm2 are installed, and their versions (or what to install)."
+    import shutil, subprocess
+    if shutil.which("Rscript") is None:
+        return False, "R is not installed (Debian: apt-get install r-base-core r-cran-brglm2)"
+    try:
+        out = subprocess.run(["Rscript", "-e", 'cat(R.version$major, R.version$minor, "|", '
+                              'tryCatch(as.character(packageVersion("brglm2")), error = function(e) "none"))'],
+                             capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"Rscript could not be run ({e})"
+    r_version, _, brglm2 = out.stdout.partition("|")
+    if out.returncode != 0 or brglm2.strip() in ("", "none"):
+        return False, "the R package brglm2 is not installed (Debian: apt-get install r-cran-brglm2)"
+    return True, f"R {r_version.strip().replace(' ', '.')}, brglm2 {brglm2.strip()}"
+
+def fit_r_peer(Y: np.ndarray, # subjects x voxels binary lesion matrix
+               X: np.ndarray, # subjects x covariates design (intercept included)
+               method: str = "meanbr", # "meanbr" (brglm2 AS_mean) or "ml" (R's glm)
+               link: str = "probit", # "probit" or "logit"
+               epsilon: float | None = None, # stopping tolerance (default: brglm2's 1e-6, glm's 1e-8)
+               maxit: int | None = None, # maximum iterations (default: brglm2's 100, glm's 25)
+               slowit: float = 1.0, # brglm2's step factor
+               timeout: float = 3600, # seconds allowed for the R process
+              ) -> dict:
+    "The authors' per-voxel R loop (brglm2 MeanBR or glm ML) on Y and X: coef, se, z, converged, and R's loop seconds."
+    import subprocess, tempfile
+    ok, status = r_peer_status()
+    if not ok: raise RuntimeError(f"fit_r_peer needs R and brglm2: {status}")
+    Y, X = _check_inputs(Y, X)
+    epsilon, maxit, slowit, _ = _control(method, link, epsilon, 25 if maxit is None and method == "ml" else maxit, slowit, 12)
+    n, v = Y.shape; p = X.shape[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")  # one core, as ours
+    with tempfile.TemporaryDirectory(prefix="neurocomp_rpeer_") as tmp:
+        tmp = Path(tmp)
+        (tmp / "y.bin").write_bytes(np.asfortranarray(Y, dtype=np.uint8).tobytes(order="F"))
+        (tmp / "x.bin").write_bytes(np.asfortranarray(X, dtype="<f8").tobytes(order="F"))
+        (tmp / "peer.R").write_text(_R_PEER_SCRIPT)
+        cmd = ["Rscript", str(tmp / "peer.R"), str(tmp / "y.bin"), str(tmp / "x.bin"), str(n), str(v), str(p), method,
+               link, repr(epsilon), str(maxit), repr(slowit), str(tmp / "out.bin")]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        if run.returncode != 0: raise RuntimeError(f"the R peer failed: {run.stderr.strip()[-2000:]}")
+        out = np.fromfile(tmp / "out.bin", dtype="<f8").reshape(v, 2 * p + 1)
+    coef, se = out[:, :p], out[:, p:2 * p]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = coef / se
+    return dict(coef=coef, se=se, z=z, converged=out[:, -1] == 1, seconds=float(run.stdout.split()[-1]),
+                method=method, link=link, status=status)
+
+# %% ../../nbs/10_lesion_glm.ipynb #e55d1b14
+PAPER_COMPUTATION_TIME = {  # Kindalova et al. (2021) §3.1.3 and §3.2
+    "N*=250": dict(subjects=250, regressions=23404, glm="15-20 min per data set, 1 core", bsglmm="16 min per 100,000 iterations (K80)"),
+    "N*=1000": dict(subjects=1000, regressions=40286, glm="50-60 min per data set, 1 core", bsglmm="60 min per 100,000 iterations (K80)"),
+    "UK Biobank": dict(subjects=13680, regressions=72603, glm="ML 3 h, MeanBR 3.5 h on 8 cores", bsglmm="not run (GPU memory)"),
+}
+AUTHORS_MEANBR = dict(epsilon=1e-5, maxit=10000, slowit=0.5)  # the authors' brglm2 settings
+
+def computation_time_table(ours_voxels: int = 2000, # voxels fitted by our engine per setting
+                           peer_voxels: int = 20, # voxels fitted by each peer loop (R glm, brglm2, statsmodels)
+                           bsglmm_iterations: int = 20, # timed Gibbs iterations per simulation setting
+                           bsglmm_voxels: int = 23000, # lattice size for the BSGLMM rows
+                           settings: tuple = ("N*=250", "N*=1000", "UK Biobank"), # rows of PAPER_COMPUTATION_TIME
+                           seed: int = 0, # data seed
+                           progress: bool = False, # print each measurement as it is taken
+                          ) -> pd.DataFrame:
+    "Rates of our ML/MeanBR/BSGLMM beside R glm, brglm2 and statsmodels measured in the same run, as §3.1.3's table."
+    import time, warnings
+    import statsmodels.api as sm
+    from threadpoolctl import threadpool_limits
+    from neurocomp.lesions.bsglmm import fit_bsglmm, synthetic_lattice_problem
+    import numba
+    unknown = sorted(set(settings) - set(PAPER_COMPUTATION_TIME))
+    if unknown: raise ValueError(f"unknown settings {unknown}; valid: {sorted(PAPER_COMPUTATION_TIME)}")
+    for name, value in (("ours_voxels", ours_voxels), ("peer_voxels", peer_voxels), ("bsglmm_iterations", bsglmm_iterations)):
+        _integer(value, name)
+        if value < 1: raise ValueError(f"{name} must be >= 1, got {value}")
+    r_ok, r_status = r_peer_status()
+    rows = []
+    say = print if progress else (lambda *a, **k: None)
+    for setting in settings:
+        paper = PAPER_COMPUTATION_TIME[setting]
+        n = paper["subjects"]
+        if setting == "UK Biobank":
+            from neurocomp.lesions.application import biobank_sized_problem, FORMULA
+            from neurocomp.lesions.mapping import design_matrix
+            Y, covariates, _ = biobank_sized_problem(n, ours_voxels, seed=seed)
+            X = design_matrix(covariates, FORMULA).to_numpy(); coords = None
+        else:
+            Y_all, X, coords, _ = synthetic_lattice_problem(n, bsglmm_voxels, seed=seed)
+            fitted = np.flatnonzero(Y_all.any(0))  # as the authors: only voxels with a lesion in some subject
+            Y = Y_all[:, fitted[np.linspace(0, len(fitted) - 1, min(ours_voxels, len(fitted))).astype(int)]]
+        Y = np.ascontiguousarray(Y)
+        peer_cols = np.linspace(0, Y.shape[1] - 1, min(peer_voxels, Y.shape[1])).astype(int)
+        base = dict(setting=setting, subjects=n, covariates=X.shape[1])
+        ours = {}
+        for method, control, label in (("ml", {}, "ML"), ("meanbr", AUTHORS_MEANBR, "MeanBR")):
+            fit_voxelwise(Y, X, method=method, n_jobs=1, **control)  # every kernel loaded and compiled outside the timing
+            start = time.perf_counter()
+            fit = fit_voxelwise(Y, X, method=method, n_jobs=1, **control)
+            rate = Y.shape[1] / (time.perf_counter() - start)
+            ours[method] = (rate, fit)
+            rows.append(dict(base, method=label, engine="neurocomp fit_voxelwise", measured_on=f"{Y.shape[1]} voxels",
+                             rate=rate, unit="voxels/s per core"))
+            say(rows[-1])
+            peers = [("R glm" if method == "ml" else "R brglm2", "r")] + ([("statsmodels GLM", "sm")] if method == "ml" else [])
+            for engine, kind in peers:
+                row = dict(base, method=label, engine=engine, measured_on=f"{len(peer_cols)} voxels", unit="voxels/s per core")
+                if kind == "r" and not r_ok:
+                    row.update(rate=np.nan, note=f"not installed: {r_status}")
+                elif kind == "r":
+                    peer = fit_r_peer(Y[:, peer_cols], X, method=method, **control)
+                    finite = np.isfinite(fit.z[peer_cols]).all(1) & np.isfinite(peer["z"]).all(1)
+                    row.update(rate=len(peer_cols) / peer["seconds"], note=r_status,
+                               max_abs_dz=float(np.max(np.abs(fit.z[peer_cols][finite] - peer["z"][finite]))) if finite.any() else np.nan)
+                else:
+                    family = sm.families.Binomial(link=sm.families.links.Probit())
+                    start = time.perf_counter()
+                    with warnings.catch_warnings(), threadpool_limits(1):
+                        warnings.simplefilter("ignore")
+                        for j in peer_cols:
+                            try: sm.GLM(Y[:, j], X, family=family).fit()
+                            except Exception: pass  # a separated voxel may fail; it still costs its time
+                    row.update(rate=len(peer_cols) / (time.perf_counter() - start), note="statsmodels, one BLAS thread")
+                row["ours_vs_peer"] = rate / row["rate"]
+                rows.append(row); say(row)
+        if coords is not None:
+            fit_bsglmm(Y_all[:, :500], X, coords[:500], n_samples=2, burn_in=0, progress=False, store_draws=False, n_deviance=1)
+            fit_bsglmm(Y_all, X, coords, n_samples=2, burn_in=0, progress=False, store_draws=False, n_deviance=1)  # compile
+            short = fit_bsglmm(Y_all, X, coords, n_samples=bsglmm_iterations, burn_in=0, progress=False,
+                               store_draws=False, n_deviance=1)
+            minutes_100k = 100_000 / short.iterations_per_second / 60
+            meanbr_minutes = paper["regressions"] / ours["meanbr"][0] / 60
+            rows.append(dict(base, method="BSGLMM", engine=f"neurocomp fit_bsglmm (numba, {numba.get_num_threads()} threads)",
+                             measured_on=f"{bsglmm_iterations} iterations x {len(coords)} voxels",
+                             rate=short.iterations_per_second, unit="iterations/s", minutes_per_data_set=minutes_100k,
+                             note="minutes per 100,000 iterations; ours_vs_peer: 100,000 iterations / our MeanBR fit of "
+                                  "the data set on 1 core (paper: 16 / 15-20 min at N*=250)",
+                             ours_vs_peer=minutes_100k / meanbr_minutes))
+            say(rows[-1])
+    table = pd.DataFrame(rows)
+    glm_rows = table.unit == "voxels/s per core"
+    regressions = table.setting.map(lambda s: PAPER_COMPUTATION_TIME[s]["regressions"])
+    cores = np.where(table.setting == "UK Biobank", 8, 1)  # the paper's UK Biobank run used 8 cores
+    table.loc[glm_rows, "minutes_per_data_set"] = (regressions / (table.rate * cores) / 60)[glm_rows]
+    table["paper"] = [PAPER_COMPUTATION_TIME[s]["bsglmm" if m == "BSGLMM" else "glm"] for s, m in zip(table.setting, table.method)]
+    columns = ["setting", "subjects", "covariates", "method", "engine", "measured_on", "rate", "unit", "ours_vs_peer",
+               "max_abs_dz", "minutes_per_data_set", "paper", "note"]
+    table = table.reindex(columns=columns)
+    table.attrs.update(load_average=os.getloadavg(), cpus=_available_cores(), r_peer=r_status)
+    return table
