@@ -171,14 +171,15 @@ def find_ukb_images(root: str | os.PathLike, # a folder of UK Biobank bulk imagi
     return pd.DataFrame(rows, columns=["participant_id", "session_id", "path", *[f"{k}_path" for k in labels]])
 
 def detect_layout(root: str | os.PathLike) -> str:
-    "`ukb`, `caps` or `bids`, from the folder structure."
+    "`ukb`, `caps`, `bids` or `table` (a folder with table.csv), from the folder structure."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"cohort folder {root} does not exist")
     if any(UKB_FOLDER.match(p.name) for p in root.glob("*_20252_*")): return "ukb"
     if (root / "subjects").is_dir() and any((root / "subjects").glob("sub-*/ses-*/t1")): return "caps"
     if any(root.glob("sub-*")): return "bids"
+    if (root / "table.csv").is_file(): return "table"
     raise ValueError(f"{root} is neither a UK Biobank bulk folder (<eid>_20252_2_0/T1/...), a Clinica CAPS folder "
-                     f"(subjects/sub-*/ses-*/t1/...) nor a BIDS dataset (sub-*/...)")
+                     f"(subjects/sub-*/ses-*/t1/...), a BIDS dataset (sub-*/...) nor a folder with a table.csv of image paths")
 
 # %% ../nbs/04_cohorts.ipynb #a8139abd
 def _fingerprint(paths, extra) -> str:
@@ -273,11 +274,13 @@ class Cohort:
         for i in tqdm(range(len(self)), desc="checking images", unit="img", leave=False, disable=not progress): self.array(i)
         return self
 
-    def _common_grid(self) -> Grid:
+    def _common_grid(self, shape_only: bool = False) -> Grid:
+        "The cohort's grid; for a native-space cohort the grid all images share (or only their shape, for training stacks)."
         if self.grid is not None: return self.grid
         grids = {}
         for i in range(len(self)):
-            img = self.load_image(i); grids.setdefault(Grid(tuple(img.shape[:3]), np.round(img.affine, 3)), self.paths[i])
+            img = self.load_image(i)
+            grids.setdefault(Grid(tuple(img.shape[:3]), np.eye(4) if shape_only else np.round(img.affine, 3)), self.paths[i])
         if len(grids) > 1:
             raise ValueError(f"this {self.layout} cohort is in native space: its images lie on {len(grids)} different grids "
                              f"(e.g. {list(grids.values())[:2]}); register them to one grid first, or read them one by one "
@@ -307,13 +310,14 @@ class Cohort:
 
     def fingerprint(self) -> str:
         "A hash of the image files (paths, sizes, modification times) and the value handling; keys caches."
-        return _fingerprint(self.paths, {"rescale_max": self.rescale_max, "value_range": self.value_range, "binary": self.binary})
+        return _fingerprint(self.paths, {"rescale_max": self.rescale_max, "value_range": self.value_range, "binary": self.binary,
+                                         "dtype": "float32"})
 
     def memmap(self, cache: str | os.PathLike | None = None, # folder for the stack (default: NEUROCOMP_CACHE/cohorts)
                progress: bool = True, # show a progress bar while building
               ) -> np.memmap:
-        "The images as a read-only (N, *grid.shape) float32 memory-mapped stack, built once and cached by the files' fingerprint."
-        grid = self._common_grid()
+        "The images as a read-only (N, X, Y, Z) float32 memory-mapped stack, built once and cached by the files' fingerprint."
+        grid = self._common_grid(shape_only=True)  # a training stack: native-space images of one shape may differ in affine
         folder = Path(cache) if cache is not None else cache_dir("cohorts")
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"stack-{self.fingerprint()}.npy"
@@ -336,9 +340,10 @@ class Cohort:
     def torch_dataset(self, targets=None, # None, a phenotypes column name, or an array with one target per image
                       transform=None, # a callable applied to each (1, X, Y, Z) float32 tensor (e.g. a MONAI transform)
                       source: str = "disk", # "disk": read each NIfTI when asked; "memmap": slice the cached stack
+                      cache: str | os.PathLike | None = None, # folder of the memmap stack (default: NEUROCOMP_CACHE/cohorts)
                      ) -> "CohortDataset":
         "A map-style torch dataset of (image, target) pairs read from disk, for `train_model` and a DataLoader."
-        return CohortDataset(self, targets, transform, source)
+        return CohortDataset(self, targets, transform, source, cache)
 
     def subset(self, rows) -> "Cohort":
         "The cohort restricted to `rows` (positions, or a boolean mask of length N), in that order."
@@ -352,11 +357,13 @@ class Cohort:
 # %% ../nbs/04_cohorts.ipynb #cad847f5
 class CohortDataset:
     "Map-style dataset over a cohort: item i is (image (1, X, Y, Z) float32 tensor, target) read from disk."
-    def __init__(self, cohort: Cohort, targets=None, transform=None, source: str = "disk"):
+    def __init__(self, cohort: Cohort, targets=None, transform=None, source: str = "disk", cache=None):
         if source not in ("disk", "memmap"): raise ValueError(f"source must be 'disk' or 'memmap', got {source!r}")
         self.cohort, self.transform, self.source = cohort, transform, source
         self.targets = None if targets is None else self._targets(targets)
-        self._stack = cohort.memmap() if source == "memmap" else None
+        # the stack is opened lazily in each process: a pickled np.memmap would copy its data into every worker
+        self._stack_path = Path(cohort.memmap(cache).filename) if source == "memmap" else None
+        self._stack = None
 
     def _targets(self, targets) -> np.ndarray:
         if isinstance(targets, str):
@@ -364,19 +371,30 @@ class CohortDataset:
                 raise ValueError(f"targets column {targets!r} is not in the phenotypes; they have {list(self.cohort.phenotypes.columns)}")
             values, what = self.cohort.phenotypes[targets].to_numpy(), f"targets column {targets!r}"
         else: values, what = np.asarray(targets), "targets"
-        if len(values) != len(self.cohort): raise ValueError(f"{what} has {len(values)} values for {len(self.cohort)} images")
-        try: values = values.astype(np.float64) if values.dtype == object else values
-        except (TypeError, ValueError): raise TypeError(f"{what} must be numeric (encode categories first, e.g. sex as 0/1)") from None
-        if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool): raise TypeError(f"{what} must be numeric, got {values.dtype}")
+        if values.ndim != 1 or len(values) != len(self.cohort):
+            raise ValueError(f"{what} must be one value per image: got shape {values.shape} for {len(self.cohort)} images")
+        if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
+            try: values = values.astype(np.float64)
+            except (TypeError, ValueError): raise TypeError(f"{what} must be numeric (encode categories first, e.g. sex as 0/1)") from None
         if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
             bad = np.flatnonzero(~np.isfinite(values))[:5]
             raise ValueError(f"{what} has missing or non-finite values at rows {bad.tolist()} (e.g. {self.cohort.paths[bad[0]]})")
         return values
 
+    def fingerprint(self) -> str:
+        "A hash of the image files, the targets and the source: what `train_model` stores in its checkpoint."
+        targets = None if self.targets is None else hashlib.sha256(np.ascontiguousarray(self.targets).tobytes()).hexdigest()
+        return hashlib.sha256(json.dumps([self.cohort.fingerprint(), targets, str(getattr(self.targets, "dtype", None)),
+                                          repr(self.transform)]).encode()).hexdigest()[:24]
+
+    def __getstate__(self): return {**self.__dict__, "_stack": None}
     def __len__(self): return len(self.cohort)
     def __getitem__(self, i):
         import torch
-        data = np.array(self._stack[i]) if self._stack is not None else self.cohort.array(i)
+        if self._stack_path is not None:
+            if self._stack is None: self._stack = np.load(self._stack_path, mmap_mode="r")
+            data = np.array(self._stack[i])
+        else: data = self.cohort.array(i)
         x = torch.from_numpy(data)[None]
         if self.transform is not None: x = self.transform(x)
         if self.targets is None: return x
@@ -408,6 +426,7 @@ def join_phenotypes(images: pd.DataFrame, # participant_id, session_id, path[, <
                     table: pd.DataFrame, # the phenotype table with participant_id [and session_id]
                     source: str = "phenotype table", # what the table is, for messages (its path)
                     unmatched_rows: str = "error", # a table row without an image: "error" or "drop"
+                    subject: str = "sub", # how messages name a subject ("sub" -> sub-01; "eid" -> eid-1000001)
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Images and their phenotype rows aligned one to one; any unmatched image or row, or duplicate, is an error naming it."
     if unmatched_rows not in ("error", "drop"): raise ValueError(f"unmatched_rows must be 'error' or 'drop', got {unmatched_rows!r}")
@@ -422,12 +441,14 @@ def join_phenotypes(images: pd.DataFrame, # participant_id, session_id, path[, <
         raise ValueError(f"some images have a session and some not (e.g. {images.path[images._ses.isna()].iloc[0]}); use one layout")
     keys = ["_sub", "_ses"] if with_sessions else ["_sub"]
     if with_sessions: table["_ses"] = _match_labels([_label(v, "ses-") for v in table.session_id], set(images._ses))
-    shown = lambda row: "/".join(f"{k[1:]}-{row[k]}" for k in keys)
-    dup_images = images[images.duplicated(keys, keep=False)]
+    shown = lambda row, keys=keys: "/".join(f"{subject if k == '_sub' else 'ses'}-{row[k]}" for k in keys if row[k] is not None)
+    # an image is identified by subject and session; a table without sessions (BIDS participants.tsv) serves every session
+    identity = images.assign(_ses=images._ses.fillna(""))
+    dup_images = identity[identity.duplicated(["_sub", "_ses"], keep=False)]
     if len(dup_images):
         first = dup_images.iloc[0]
-        same = dup_images[(dup_images[keys] == first[keys]).all(axis=1)].path.tolist()
-        raise ValueError(f"duplicate subject: {shown(first)} has {len(same)} images: {[str(p) for p in same]}")
+        same = dup_images[(dup_images[["_sub", "_ses"]] == first[["_sub", "_ses"]]).all(axis=1)].path.tolist()
+        raise ValueError(f"duplicate subject: {shown(images.loc[first.name], ['_sub', '_ses'])} has {len(same)} images: {[str(p) for p in same]}")
     dup_rows = table[table.duplicated(keys, keep=False)]
     if len(dup_rows):
         raise ValueError(f"{source}: duplicate subject {shown(dup_rows.iloc[0])} in rows {dup_rows.index[:5].tolist()}"
@@ -465,6 +486,7 @@ def reference_grid(paths: list, # image files
 # %% ../nbs/04_cohorts.ipynb #1710b876
 UKB_FIELDS = {
     "31-0.0": "sex",
+    "21003-2.0": "age",
     "25010-2.0": "brain_volume",
     "25000-2.0": "volumetric_scaling",
     "25001-2.0": "peripheral_grey_matter_volume_normalised",
@@ -492,7 +514,7 @@ UKB_FIELDS = {
     "25024-2.0": "accumbens_right_volume",
     "25025-2.0": "brain_stem_4th_ventricle_volume",
 }
-"UK Biobank main-dataset columns (field-instance.array) -> readable phenotype names; sources in data_manifest.yml."
+"UK Biobank main-dataset columns (field-instance.array) -> readable phenotype names; the source each was checked against is in data_manifest.yml (ukb_brueggeman2020.ukb_fields)."
 
 def _finish(images, phenotypes, grid, layout, root, check, progress, **flags) -> Cohort:
     if check not in (True, False, "full", "header"): raise ValueError(f"check must be 'full', 'header', True or False, got {check!r}")
@@ -505,22 +527,31 @@ def _finish(images, phenotypes, grid, layout, root, check, progress, **flags) ->
     if check in (True, "full"): cohort.check(progress)
     return cohort
 
-def _table_arg(table, default: Path, what: str, required=(), na_values=None, numeric_text="error"):
+def _table_arg(table, default: Path, what: str, required=(), na_values=None, numeric_text="error", numeric=()):
     "The table given (a DataFrame or a path) or the layout's default file; returns (table, its name for messages)."
     if table is None:
         if not default.exists(): raise FileNotFoundError(f"{default.parent}: no {default.name} ({what}); pass its path")
         table = default
     if isinstance(table, pd.DataFrame):
+        source = "phenotype table"
         missing = [c for c in required if c not in table.columns]
-        if missing: raise ValueError(f"phenotype table: missing column(s) {missing}; it has {list(table.columns)}")
+        if missing: raise ValueError(f"{source}: missing column(s) {missing}; it has {list(table.columns)}")
         bad = _numeric_text_columns(table, skip=_ID_COLUMNS)
         if bad and numeric_text == "error":
             col, tokens = next(iter(bad.items()))
-            raise ValueError(f"phenotype table: column {col!r} holds numbers and text {tokens}; convert it (e.g. pd.to_numeric) "
+            raise ValueError(f"{source}: column {col!r} holds numbers and text {tokens}; convert it (e.g. pd.to_numeric) "
                              f"or pass numeric_text='ignore'")
-        return table.copy(), "phenotype table"
-    if not isinstance(table, (str, os.PathLike)): raise TypeError(f"the table must be a DataFrame or a path, got {type(table).__name__}")
-    return read_phenotypes(table, required=required, na_values=na_values, numeric_text=numeric_text), str(table)
+        table = table.copy()
+    elif not isinstance(table, (str, os.PathLike)): raise TypeError(f"the table must be a DataFrame or a path, got {type(table).__name__}")
+    else: table, source = read_phenotypes(table, required=required, na_values=na_values, numeric_text=numeric_text), str(table)
+    for col in numeric:  # columns the layout defines as numbers (UK Biobank fields, ClinicaDL's age): text there is an error
+        if col in table.columns and not (pd.api.types.is_numeric_dtype(table[col]) or pd.api.types.is_bool_dtype(table[col])):
+            values = table[col].dropna().astype(str).str.strip()
+            tokens = sorted(set(values[pd.to_numeric(values, errors="coerce").isna()]))[:5]
+            if tokens: raise ValueError(f"{source}: column {col!r} must be numeric but holds text {tokens}; if these mean "
+                                        f"'missing', pass na_values={tokens}")
+            table[col] = pd.to_numeric(table[col])
+    return table, source
 
 def load_bids_cohort(root: str | os.PathLike, # a BIDS dataset or derivatives folder
                      participants: str | os.PathLike | pd.DataFrame | None = None, # default ROOT/participants.tsv
@@ -579,7 +610,7 @@ def load_caps_cohort(root: str | os.PathLike, # a Clinica CAPS folder (t1-volume
             raise ValueError(f"{root}: both modulated-on and modulated-off maps are present (e.g. {images.path[~images.modulated].iloc[0]}); "
                              f"keep one kind in the folder")
     images = images.drop(columns=["group", "modulated"])
-    table, source = _table_arg(diagnosis_table, root / "labels.tsv", "ClinicaDL's diagnosis table", ["participant_id", *required], na_values, numeric_text)
+    table, source = _table_arg(diagnosis_table, root / "labels.tsv", "ClinicaDL's diagnosis table", ["participant_id", *required], na_values, numeric_text, numeric=("age",))
     images, phenotypes = join_phenotypes(images, table, source, unmatched_rows)
     grid = reference_grid(images.path.tolist(), grid, progress)
     return _finish(images, phenotypes, grid, "caps", root, check, progress, value_range=(0.0, 1.0), rescale_max=modulated == "rescale")
@@ -601,9 +632,9 @@ def load_ukb_cohort(root: str | os.PathLike, # folder of <eid>_20252_2_0 bulk im
     if images.empty: raise ValueError(f"{root}: no UK Biobank folders <eid>_20252_{instance}_0 with {UKB_IMAGE}")
     missing = images.path[[not Path(p).exists() for p in images.path]]
     if len(missing): raise ImageCheckError(f"{missing.iloc[0]}: file does not exist ({len(missing)} subject folder(s) lack {UKB_IMAGE})")
-    table, source = _table_arg(table, root / "ukb_main.csv", "the UK Biobank main-dataset extract", ["eid", *required], na_values, numeric_text)
+    table, source = _table_arg(table, root / "ukb_main.csv", "the UK Biobank main-dataset extract", ["eid", *required], na_values, numeric_text, numeric=tuple(UKB_FIELDS))
     table = table.rename(columns={"eid": "participant_id"})
-    images, phenotypes = join_phenotypes(images, table, source, unmatched_rows)
+    images, phenotypes = join_phenotypes(images, table, source, unmatched_rows, subject="eid")
     phenotypes = phenotypes.rename(columns={"participant_id": "eid"}).assign(participant_id=images.participant_id)
     for column, name in UKB_FIELDS.items():
         if column in phenotypes.columns and name not in phenotypes.columns: phenotypes[name] = phenotypes[column]
@@ -645,12 +676,17 @@ def load_cohort(root: str | os.PathLike, # the cohort folder (or, for layout="ta
         if isinstance(layout, (pd.DataFrame, os.PathLike)) or (isinstance(layout, str) and Path(layout).suffix in (".tsv", ".csv")):
             options["phenotypes"], layout = layout, "auto"  # the old signature load_cohort(root, phenotypes)
         else: raise ValueError(f"layout must be one of {['auto', *LOADERS]}, got {layout!r}")
-    if layout == "table": return cohort_from_table(root, **options)
+    if layout in ("auto", "table") and Path(root).is_file(): return cohort_from_table(root, **options)
     layout = detect_layout(root) if layout == "auto" else layout
+    if layout == "table": return cohort_from_table(Path(root) / "table.csv", **options)
     if "phenotypes" in options: options[_TABLE_OPTION[layout]] = options.pop("phenotypes")
+    if layout == "caps" and "find_kwargs" in options: options.update(options.pop("find_kwargs"))
+    import inspect
+    accepted = [k for k in inspect.signature(LOADERS[layout]).parameters if k != "root"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown: raise TypeError(f"the {layout} loader ({LOADERS[layout].__name__}) has no option(s) {unknown}; it takes {accepted}")
     if layout == "bids" and "suffix" not in options:  # lesion masks when the folder has them, else T1w images
         if any(Path(root).glob("sub-*/**/anat/*_mask.nii*")): return load_bids_lesion_cohort(root, **options)
-    if layout == "caps" and "find_kwargs" in options: options.update(options.pop("find_kwargs"))
     return LOADERS[layout](root, **options)
 
 # %% ../nbs/04_cohorts.ipynb #042cd35d
@@ -712,10 +748,11 @@ def write_fixture_cohort(root: str | os.PathLike, # the folder to (re)create
                          n: int = 6, # number of subjects
                          seed: int = 0, # seeds the images and the table
                          shape: tuple = (8, 10, 8), # voxels per image (tiny: tests)
-                         sessions: int = 1, # sessions per subject (caps; bids writes ses- folders when > 1)
+                         sessions: int = 1, # sessions per subject (caps, bids: ses- folders when > 1; ukb: always 1)
                         ) -> Path:
     "A tiny random but valid cohort in `layout` (for tests): images, label images and the layout's table."
     if n < 1 or sessions < 1: raise ValueError("n and sessions must be >= 1")
+    if layout == "ukb": sessions = 1  # one imaging visit per folder (instance 2)
     rng = as_generator(seed)
     subjects = [f"{i + 1:02d}" for i in range(n)] if layout != "ukb" else [str(1000001 + i) for i in range(n)]
     rows = [{"participant_id": s if layout == "ukb" else f"sub-{s}", "session_id": f"ses-M{12 * k:02d}" if (layout == "caps" or sessions > 1) else pd.NA}
@@ -724,12 +761,12 @@ def write_fixture_cohort(root: str | os.PathLike, # the folder to (re)create
     m = len(table)
     base = np.diag([-2.0, 2.0, 2.0, 1.0]); base[:3, 3] = [8.0, -10.0, -8.0]
     if layout == "ukb":
-        affines = [base + np.pad(np.diag([0, 0, 0]), ((0, 1), (0, 1))) + np.eye(4)[:, [3]] @ [[0, 0, 0, 0]] for _ in range(m)]
-        affines = [a.copy() for a in affines]
-        for k, a in enumerate(affines): a[:3, 3] += rng.normal(0, 1, 3)  # native space: each subject its own grid
+        affines = [base.copy() for _ in range(m)]
+        for a in affines: a[:3, 3] += rng.normal(0, 1, 3)  # native space: each subject its own grid
         table = table.drop(columns="session_id")
-        table["31-0.0"] = rng.integers(0, 2, m); table["25010-2.0"] = rng.normal(1.15e6, 1e5, m).round()
-        for f in range(25011, 25026): table[f"{f}-2.0"] = rng.normal(4000, 500, m).round(1)
+        for column, name in UKB_FIELDS.items():  # every mapped field, with plausible values
+            table[column] = (rng.integers(0, 2, m) if name == "sex" else rng.integers(45, 80, m) if name == "age"
+                             else rng.normal(1.15e6, 1e5, m).round() if name == "brain_volume" else rng.normal(4000, 500, m).round(1))
         fast = [rng.integers(0, 4, shape).astype(np.uint8) for _ in range(m)]
         first = [rng.choice([0, 10, 11, 12, 13, 16, 17, 18, 26, 49, 50, 51, 52, 53, 54, 58], shape).astype(np.uint8) for _ in range(m)]
         images = [rng.random(shape).astype(np.float32) * 800 for _ in range(m)]

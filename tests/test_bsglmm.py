@@ -154,12 +154,20 @@ def test_wm_prior_and_nifti_output(tmp_path):
     fit = fit_bsglmm(Y, X, coords, n_samples=200, burn_in=100, wm_prior=wm, seed=1, progress=False)
     assert fit.wm_coef_draws.shape == (1, 200) and np.isfinite(fit.wm_coef_draws).all()
     ref = nib.Nifti1Image(np.zeros((9, 9, 4), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
-    fit.to_nifti(ref, output_dir=tmp_path)
-    img = nib.load(tmp_path / "bsglmm_z_x1.nii.gz")
-    assert np.allclose(img.affine, ref.affine) and np.isnan(img.get_fdata()[0, 0, 0])
+    fit.to_nifti(tmp_path / "maps", reference=ref)
+    img = nib.load(tmp_path / "maps" / "z_x1.nii.gz")
+    assert np.allclose(img.affine, ref.affine) and img.get_fdata()[0, 0, 0] == 0
     assert np.allclose(img.get_fdata()[tuple(coords.T)], fit.z[:, 1], atol=1e-5)
+    # the shared convention: voxel v of a mask is its v-th True voxel in C order, whatever order the fit's voxels had
+    mask = np.zeros((9, 9, 4), np.uint8); mask[tuple(coords.T)] = 1
+    shuffled = np.random.default_rng(0).permutation(len(coords))
+    fit2 = fit_bsglmm(Y[:, shuffled], X, coords[shuffled], n_samples=20, burn_in=0, seed=1, progress=False)
+    maps = fit2.to_nifti(mask_img=nib.Nifti1Image(mask, ref.affine))
+    assert np.allclose(maps["coef_x1"].get_fdata()[tuple(coords[shuffled].T)], fit2.coef[:, 1], atol=1e-5)
     with pytest.raises(ValueError, match="outside"):
-        fit.to_nifti(((3, 3, 3), np.eye(4)))
+        fit.to_nifti(reference=((3, 3, 3), np.eye(4)))
+    with pytest.raises(ValueError, match="voxel_coords"):
+        fit.to_nifti(mask_img=nib.Nifti1Image(np.ones((9, 9, 4), np.uint8), ref.affine))
 
 @pytest.mark.parametrize("change, message", [
     (lambda Y, X, c: (Y * 3, X, c), "binary"),
@@ -173,3 +181,23 @@ def test_bad_input_errors(change, message):
     Y, X, coords = _line_problem()
     with pytest.raises((ValueError, TypeError), match=message):
         fit_bsglmm(*change(Y, X, coords), n_samples=10, burn_in=0, progress=False)
+
+# ---------------------------------------------------------------- run length from convergence (min_ess)
+
+def test_min_ess_resume_after_crash_in_a_later_block(tmp_path):
+    "A run to an ESS target, killed in its second block, resumes to the same blocks, draws and estimates."
+    Y, X, coords = _line_problem(seed=2)
+    kw = dict(n_samples=60, burn_in=20, chains=2, seed=5, progress=False, checkpoint_every=25, min_ess=120,
+              max_samples=2000)
+    full = fit_bsglmm(Y, X, coords, **kw)
+    assert len(full.params["ess_history"]) >= 2 and full.params["ess_target_met"]
+    class Crash(Exception): pass
+    def crash(chain, it, coef):
+        if chain == 1 and it == 20 + full.params["ess_history"][0][0] + 10: raise Crash
+    ck = tmp_path / "chain.npz"
+    with pytest.raises(Crash):
+        fit_bsglmm(Y, X, coords, checkpoint=ck, callback=crash, **kw)
+    resumed = fit_bsglmm(Y, X, coords, checkpoint=ck, **kw)
+    assert resumed.params["ess_history"] == full.params["ess_history"]
+    assert np.array_equal(resumed.draws, full.draws) and np.array_equal(resumed.coef, full.coef)
+    assert np.array_equal(resumed.ess_unmet, full.ess_unmet) and resumed.dic == full.dic

@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 import numba
 from numba import njit, prange
+import scipy.fft
 from scipy import ndimage, special, stats
+from scipy.fft import next_fast_len
+from ..results import VoxelwiseResults
 
 # %% auto #0
-__all__ = ['Lattice', 'build_lattice', 'pack_masks', 'BSGLMMResult', 'fit_bsglmm']
+__all__ = ['Lattice', 'build_lattice', 'pack_masks', 'bulk_ess_and_rhat', 'BSGLMMResult', 'fit_bsglmm']
 
 # %% ../../nbs/20_bsglmm.ipynb #656f0ccb
 @dataclass
@@ -26,31 +29,50 @@ class Lattice:
     edges: np.ndarray       # (E, 2) each neighbour pair once
     n_components: int       # connected components (rank deficiency of the pairwise-difference prior)
 
+_FACE_STEPS = ((0, -1), (0, 1), (1, -1), (1, 1), (2, -1), (2, 1))  # (axis, step) of the 6 face neighbours
+
 def build_lattice(voxel_coords: np.ndarray, # (n_voxels, 3) integer ijk indices in the image grid
                  ) -> Lattice:
     "The 6-neighbour lattice, checkerboard colouring and edge list of a set of voxels."
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
     coords = np.asarray(voxel_coords)
     if coords.ndim != 2 or coords.shape[1] != 3:
         raise ValueError(f"voxel_coords must have shape (n_voxels, 3), got {coords.shape}")
+    if coords.dtype == bool or not np.issubdtype(coords.dtype, np.number):
+        raise TypeError(f"voxel_coords must be integer ijk indices, got dtype {coords.dtype}")
     if not np.issubdtype(coords.dtype, np.integer):
-        if not np.all(np.isfinite(coords)) or np.any(coords != np.round(coords)):
+        if not np.all(np.isfinite(coords)) or np.any(coords != np.round(coords)) or np.any(np.abs(coords) > 2**52):
             raise ValueError("voxel_coords must be integer ijk indices")
-        coords = coords.astype(np.int64)
     coords = coords.astype(np.int64)
-    if len(coords) == 0: raise ValueError("voxel_coords is empty")
-    lo = coords.min(0); shape = tuple(coords.max(0) - lo + 3)  # pad by one so neighbours never wrap
-    rel = coords - lo + 1
-    grid = np.full(shape, -1, dtype=np.int64)
-    if len(np.unique(np.ravel_multi_index(rel.T, shape))) != len(coords):
-        raise ValueError("voxel_coords contains duplicate voxels")
-    grid[tuple(rel.T)] = np.arange(len(coords))
-    offsets = np.array([[-1, 0, 0], [1, 0, 0], [0, -1, 0], [0, 1, 0], [0, 0, -1], [0, 0, 1]])
-    neighbours = np.stack([grid[tuple((rel + o).T)] for o in offsets], axis=1)
+    M = len(coords)
+    if M == 0: raise ValueError("voxel_coords is empty")
+    # Voxels are found by a key on each axis's distinct values, so memory is O(M) however far apart they lie
+    # (a dense bounding box asked for 6.9 EiB when one voxel sat far from the rest).
+    axes = [np.unique(coords[:, a]) for a in range(3)]
+    sizes = [len(u) for u in axes]
+    if float(sizes[0]) * sizes[1] * sizes[2] >= 2.0 ** 62:
+        raise ValueError(f"{M} voxels are too many for one lattice")
+    ranks = np.column_stack([np.searchsorted(axes[a], coords[:, a]) for a in range(3)])
+    key = lambda r: (r[:, 0] * sizes[1] + r[:, 1]) * sizes[2] + r[:, 2]
+    keys = key(ranks)
+    order = np.argsort(keys, kind="stable"); sorted_keys = keys[order]
+    if np.any(sorted_keys[1:] == sorted_keys[:-1]): raise ValueError("voxel_coords contains duplicate voxels")
+    neighbours = np.full((M, 6), -1, dtype=np.int64)
+    for d, (axis, step) in enumerate(_FACE_STEPS):
+        value = coords[:, axis] + step
+        r = np.minimum(np.searchsorted(axes[axis], value), sizes[axis] - 1)
+        moved = ranks.copy(); moved[:, axis] = r
+        wanted = key(moved)
+        at = np.minimum(np.searchsorted(sorted_keys, wanted), M - 1)
+        hit = (axes[axis][r] == value) & (sorted_keys[at] == wanted)
+        neighbours[hit, d] = order[at[hit]]
     n_nb = (neighbours >= 0).sum(1)
     forward = neighbours[:, 1::2]  # +i, +j, +k: each edge once
     src, k = np.nonzero(forward >= 0)
     edges = np.stack([src, forward[src, k]], axis=1)
-    _, n_comp = ndimage.label(grid >= 0, structure=ndimage.generate_binary_structure(3, 1))
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(M, M))
+    n_comp = connected_components(graph, directed=False)[0]
     return Lattice(coords, neighbours, n_nb.astype(np.int64), (coords.sum(1) % 2).astype(np.int64), edges, int(n_comp))
 
 # %% ../../nbs/20_bsglmm.ipynb #dbc98673
@@ -324,93 +346,210 @@ def pack_masks(Y: np.ndarray, # (n_subjects, n_voxels) binary
     "Bit-pack binary masks voxel-major: (n_voxels, ceil(n_subjects/8)) uint8, one bit per subject."
     return np.packbits(np.ascontiguousarray(np.asarray(Y, dtype=np.uint8).T), axis=1)
 
+# %% ../../nbs/20_bsglmm.ipynb #e55d1a01
+@njit(cache=True)
+def _normal_scores_sorted(values, order, table, out):
+    "Blom scores of one voxel's draws given their sort order; tied values share their average rank."
+    S = values.shape[0]
+    a = 0
+    while a < S:
+        b = a
+        while b + 1 < S and values[order[b + 1]] == values[order[a]]: b += 1
+        score = table[a + b + 2]  # average 1-based rank (a + b + 2) / 2, tabulated in half steps
+        for k in range(a, b + 1): out[order[k]] = score
+        a = b + 1
+
+def _normal_scores(x, order, table):
+    "Blom scores of each row of x (V, S) given each row's sort order (numpy's vectorised argsort)."
+    V, S = x.shape
+    z = np.empty((V, S))
+    for v in prange(V): _normal_scores_sorted(x[v], order[v], table, z[v])
+    return z
+
+# small maps run serially: a parallel region's thread wake-ups cost more than the work
+_normal_scores_parallel = njit(parallel=True, cache=True)(_normal_scores)
+_normal_scores_serial = njit(cache=True)(_renamed(_normal_scores, "_normal_scores_serial"))
+
+def _rank_normalise(x, table):
+    "Per voxel (rows of x (V, S)): Blom scores of the draws and of the draws folded about their median."
+    scores = _normal_scores_parallel if x.size >= _PARALLEL_MIN_WORK else _normal_scores_serial
+    order = np.argsort(x, axis=1)
+    z = scores(x, order, table)
+    S = x.shape[1]
+    median = 0.5 * (np.take_along_axis(x, order[:, (S - 1) // 2, None], 1) + np.take_along_axis(x, order[:, S // 2, None], 1))
+    folded = np.abs(x - median)
+    return z, scores(folded, np.argsort(folded, axis=1), table)
+
+def _geyer_tau(rho, n_total):
+    "Integrated autocorrelation time per voxel from rho (V, n): Geyer's initial positive then monotone sequence."
+    V, n = rho.shape
+    out = np.empty(V)
+    floor = 1.0 / math.log10(n_total)
+    for v in prange(V):
+        r = np.zeros(n)
+        even = 1.0; odd = rho[v, 1]
+        r[0] = 1.0; r[1] = odd
+        t = 1
+        while t < n - 3 and even + odd > 0.0:
+            even = rho[v, t + 1]; odd = rho[v, t + 2]
+            if even + odd >= 0.0:
+                r[t + 1] = even; r[t + 2] = odd
+            t += 2
+        max_t = t - 2
+        if even > 0.0: r[max_t + 1] = even
+        t = 1
+        while t <= max_t - 2:
+            if r[t + 1] + r[t + 2] > r[t - 1] + r[t]:
+                r[t + 1] = 0.5 * (r[t - 1] + r[t]); r[t + 2] = r[t + 1]
+            t += 2
+        tau = -1.0
+        for k in range(max_t + 1): tau += 2.0 * r[k]
+        if max_t + 1 < n: tau += r[max_t + 1]
+        nan = False
+        for k in range(n):
+            if r[k] != r[k]: nan = True
+        out[v] = np.nan if nan else max(tau, floor)
+    return out
+
+_geyer_tau_parallel = njit(parallel=True, cache=True)(_geyer_tau)
+_geyer_tau_serial = njit(cache=True)(_renamed(_geyer_tau, "_geyer_tau_serial"))
+
+def _rhat_basic(x):
+    "Gelman-Rubin R-hat per voxel of x (V, chains, draws)."
+    n = x.shape[2]
+    within = x.var(axis=2, ddof=1).mean(1)
+    between = n * x.mean(axis=2).var(axis=1, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt((between / within + n - 1) / n)
+
+def _ess_basic(x):
+    "ESS per voxel of x (V, chains, draws), as arviz's `_ess`: FFT autocovariance, Geyer's initial monotone sequence."
+    V, C, n = x.shape
+    m = next_fast_len(2 * n)
+    f = scipy.fft.rfft(x - x.mean(axis=2, keepdims=True), n=m, axis=2, workers=-1)
+    f = f.real ** 2 + f.imag ** 2
+    acov = scipy.fft.irfft(f, n=m, axis=2, workers=-1)[:, :, :n].mean(1) / n  # (V, n), averaged over chains
+    mean_var = acov[:, 0] * n / (n - 1.0)
+    var_plus = mean_var * (n - 1.0) / n
+    if C > 1: var_plus = var_plus + x.mean(axis=2).var(axis=1, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = 1.0 - (mean_var[:, None] - acov) / var_plus[:, None]
+    tau = (_geyer_tau_parallel if rho.size >= _PARALLEL_MIN_WORK else _geyer_tau_serial)(rho, C * n)
+    ess = C * n / tau
+    ess[np.ptp(x, axis=(1, 2)) < np.finfo(float).resolution] = C * n  # constant draws: arviz's convention
+    return ess
+
+def bulk_ess_and_rhat(draws: np.ndarray, # (chains, draws, V) one covariate's draws
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    "Bulk ESS and rank-normalised split-R-hat (Vehtari et al. 2021) per voxel, vectorised over voxels; arviz's values."
+    x = np.moveaxis(np.asarray(draws, dtype=np.float64), 2, 0)  # (V, chains, draws): each voxel's draws contiguous
+    if x.shape[1] == 1:  # one chain: its two halves are the chains (as arviz needs >= 2 for R-hat)
+        h = x.shape[2] // 2
+        x = np.concatenate([x[:, :, :h], x[:, :, h:2 * h]], axis=1)
+    half = x.shape[2] // 2  # split chains: first and last halves of each
+    split = np.ascontiguousarray(np.concatenate([x[:, :, :half], x[:, :, x.shape[2] - half:]], axis=1))
+    V, C, n = split.shape
+    S = C * n
+    table = special.ndtri((np.arange(2 * S + 3) / 2.0 - 0.375) / (S + 0.25))  # Blom score of every half rank
+    z, zf = _rank_normalise(split.reshape(V, S), table)
+    z = z.reshape(V, C, n); zf = zf.reshape(V, C, n)
+    ess = _ess_basic(z)
+    rhat = np.maximum(_rhat_basic(z), _rhat_basic(zf))
+    bad = ~np.isfinite(x).all(axis=(1, 2))
+    ess[bad] = np.nan; rhat[bad] = np.nan
+    return ess, rhat
+
 # %% ../../nbs/20_bsglmm.ipynb #1a5f37e4
-@dataclass
-class BSGLMMResult:
-    "Posterior summaries of a BSGLMM fit (arrays are per in-mask voxel, in the order of `voxel_coords`)."
-    coef: np.ndarray                # (n_voxels, P) posterior mean of b(v)
-    se: np.ndarray                  # (n_voxels, P) posterior standard deviation
-    z: np.ndarray                   # (n_voxels, P) standardised effect mean/sd (the paper's z*)
+@dataclass(repr=False)
+class BSGLMMResult(VoxelwiseResults):
+    "Posterior summaries of a BSGLMM fit, a `VoxelwiseResults` (arrays per in-mask voxel, in the order of `voxel_coords`)."
+    # coef: (n_voxels, P) posterior mean of b(v); se: posterior standard deviation; z: mean/sd, the paper's z*
     lesion_probability: np.ndarray  # (n_voxels,) posterior mean of Phi(xbar' b(v) + beta wm(v))
     dic: float                      # deviance information criterion, Dbar + pD
     p_d: float                      # effective number of parameters, Dbar - D(posterior mean)
     diagnostics: dict               # per covariate: split-Rhat and bulk-ESS maps and their extremes
     voxel_coords: np.ndarray        # (n_voxels, 3) ijk
-    covariate_names: list
     precision_draws: np.ndarray     # (chains, stored draws, P, P) Sigma^-1
     wm_coef_draws: np.ndarray | None  # (chains, stored draws) global white-matter coefficient, if fitted
     draws: np.ndarray | None        # (chains, stored draws, n_voxels, P) float32 b(v) draws (None if store_draws=False)
     seconds: float                  # wall time of the sampling
     iterations_per_second: float
-    params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)  # settings, and the run's length: n_samples_used, thin_used, min_ess_achieved, ...
+    ess_unmet: np.ndarray | None = None  # (n_voxels,) with `min_ess`: True where some covariate's bulk ESS stayed below it
+    method: str = field(default="bsglmm", kw_only=True)
 
-    def maps(self) -> dict:
-        "Every voxel map by name: coef_/sd_/z_/rhat_/ess_<covariate> and lesion_probability."
+    def extra_maps(self) -> dict[str, np.ndarray]:
+        "lesion_probability, rhat_/ess_<covariate> (split-R-hat, bulk ESS) and, with `min_ess`, ess_unmet (1 where unmet)."
         out = {"lesion_probability": self.lesion_probability}
-        for p, name in enumerate(self.covariate_names):
-            out[f"coef_{name}"] = self.coef[:, p]; out[f"sd_{name}"] = self.se[:, p]; out[f"z_{name}"] = self.z[:, p]
+        for name in self._columns():
             d = self.diagnostics.get(name, {})
             if "rhat" in d: out[f"rhat_{name}"] = d["rhat"]
             if "ess_bulk" in d: out[f"ess_{name}"] = d["ess_bulk"]
+        if self.ess_unmet is not None: out["ess_unmet"] = self.ess_unmet.astype(np.float32)
         return out
 
-    def to_nifti(self, reference, # a nibabel image, or (shape, affine), giving the image grid of voxel_coords
-                 output_dir=None, # folder to write <prefix>_<map>.nii.gz into (atomically); None: only return images
-                 prefix: str = "bsglmm"):
-        "The posterior maps as NIfTI images on the reference grid (NaN outside the mask); written if `output_dir`."
+    def to_nifti(self, output_dir=None, # folder to write <map>.nii.gz into (replaced atomically); None: only return images
+                 mask_img=None, # analysis mask whose True voxels are exactly voxel_coords (default: the results' own)
+                 *, reference=None, # instead of a mask: a 3-D image or (shape, 4x4 affine), the grid of voxel_coords
+                ) -> dict:
+        "Every map (coef_/se_/z_<covariate> and the extra maps) as a NIfTI image on the mask's grid; written if `output_dir`."
         import nibabel as nib
-        from neurocomp.core import atomic_path
-        if hasattr(reference, "affine"): shape, affine = reference.shape[:3], reference.affine
-        else: shape, affine = tuple(reference[0])[:3], np.asarray(reference[1])
-        if len(shape) != 3 or np.asarray(affine).shape != (4, 4):
-            raise ValueError("reference must be a 3D image or (shape, 4x4 affine)")
-        c = self.voxel_coords
-        if c.min() < 0 or np.any(c.max(0) >= np.array(shape)):
-            raise ValueError(f"voxel_coords fall outside the reference grid of shape {shape}")
-        images = {}
-        for name, values in self.maps().items():
-            vol = np.full(shape, np.nan, dtype=np.float32)
-            vol[tuple(c.T)] = values
-            img = nib.Nifti1Image(vol, affine); img.header.set_xyzt_units("mm")
-            images[name] = img
-            if output_dir is not None:
-                path = Path(output_dir) / f"{prefix}_{name}.nii.gz"
-                with atomic_path(path) as tmp: nib.save(img, str(tmp))
-        return images
+        coords = np.asarray(self.voxel_coords)
+        if reference is not None:
+            if mask_img is not None: raise ValueError("pass mask_img or reference, not both")
+            if hasattr(reference, "affine"): shape, affine = tuple(reference.shape[:3]), reference.affine
+            else: shape, affine = tuple(reference[0])[:3], np.asarray(reference[1])
+            if len(shape) != 3 or np.asarray(affine).shape != (4, 4):
+                raise ValueError("reference must be a 3D image or (shape, 4x4 affine)")
+            if coords.min() < 0 or np.any(coords.max(0) >= np.array(shape)):
+                raise ValueError(f"voxel_coords fall outside the reference grid of shape {shape}")
+            mask = np.zeros(shape, np.uint8); mask[tuple(coords.T)] = 1
+            mask_img = nib.Nifti1Image(mask, affine)
+        mask_img = self.mask_img if mask_img is None else mask_img
+        if mask_img is None: raise ValueError("to_nifti needs the grid of voxel_coords: pass mask_img= or reference=")
+        mask = np.asarray(mask_img.dataobj) > 0
+        if (mask.ndim != 3 or coords.min() < 0 or np.any(coords.max(0) >= np.array(mask.shape))
+                or int(mask.sum()) != len(coords) or not mask[tuple(coords.T)].all()):
+            raise ValueError(f"mask_img's {int(mask.sum())} voxels are not this fit's {len(coords)} voxel_coords; "
+                             "pass the mask the fit was run on, or reference= (the grid)")
+        order = np.lexsort(coords.T[::-1])  # the mask's C order: by i, then j, then k
+        return _MapsInMaskOrder(self.coef[order], self.se[order], self.z[order], covariate_names=self._columns(),
+                                mask_img=mask_img, method=self.method,
+                                extra={k: np.asarray(v)[order] for k, v in self.extra_maps().items()}).to_nifti(output_dir)
+
+    def __repr__(self):
+        run = self.params.get("n_samples_used")
+        return (f"BSGLMMResult({self.n_voxels} voxels x {len(self._columns())} covariates {self._columns()}"
+                + (f", {run} post-burn-in iterations per chain" if run is not None else "") + ")")
+
+@dataclass(repr=False)
+class _MapsInMaskOrder(VoxelwiseResults):
+    "Another result's maps permuted into its mask's C order, which `VoxelwiseResults.to_nifti` expects."
+    extra: dict = field(default_factory=dict, kw_only=True)
+    def extra_maps(self): return self.extra
 
 def _diagnostics(draws, names):
-    "Split-Rhat and bulk ESS per voxel and covariate from stored draws (chains, draws, voxels, P), via arviz."
-    import arviz as az, logging
-    logging.getLogger("arviz").setLevel(logging.ERROR)  # its shape warnings for short chains are noise here
+    "Split-Rhat and bulk ESS per voxel and covariate from stored draws (chains, draws, voxels, P)."
     out = {}
     if draws is None or draws.shape[1] < 8: return out
+    M = draws.shape[2]
+    step = max(1, int(2**25 // max(1, draws.shape[0] * draws.shape[1])))  # ~32M draws per chunk: bounded scratch memory
     for p, name in enumerate(names):
-        x = np.asarray(draws[:, :, :, p], dtype=np.float64)
-        if x.shape[0] == 1:  # one chain: its two halves are the chains of split-Rhat (arviz needs >= 2)
-            h = x.shape[1] // 2
-            x = np.stack([x[0, :h], x[0, h:2 * h]])
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            ds = az.convert_to_dataset({"b": x})
-            rhat = _ds_value(az.rhat(ds, method="rank"))
-            ess = _ds_value(az.ess(ds, method="bulk"))
+        ess, rhat = np.empty(M), np.empty(M)
+        for start in range(0, M, step):
+            ess[start:start + step], rhat[start:start + step] = bulk_ess_and_rhat(draws[:, :, start:start + step, p])
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # all-NaN maps (constant draws) give NaN summaries, not warnings
+            warnings.simplefilter("ignore")  # all-NaN maps give NaN summaries, not warnings
             out[name] = {"rhat": rhat, "ess_bulk": ess, "max_rhat": float(np.nanmax(rhat)),
                          "min_ess_bulk": float(np.nanmin(ess)), "median_ess_bulk": float(np.nanmedian(ess))}
     return out
 
-def _ds_value(ds):
-    return np.asarray(ds["b"].values, dtype=np.float64)
-
 def _running_ess(draws_so_far, voxels):
     "Minimum bulk ESS over a probe set of voxels, for the progress bar."
-    import arviz as az
     if draws_so_far.shape[0] < 8: return float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = az.convert_to_dataset({"b": np.asarray(draws_so_far[None, :, voxels], dtype=np.float64)})
-        return float(np.nanmin(_ds_value(az.ess(ds, method="bulk"))))
+        return float(np.nanmin(bulk_ess_and_rhat(draws_so_far[None, :, voxels])[0]))
 
 # %% ../../nbs/20_bsglmm.ipynb #23ffac58
 def _wishart_draw(df, scale, rng):
@@ -451,10 +590,10 @@ def fit_bsglmm(Y, # (n_subjects, n_voxels) binary lesion masks (bool/uint8)
                X, # (n_subjects, P) design matrix (include an intercept column); a DataFrame names the covariates
                voxel_coords, # (n_voxels, 3) integer ijk indices of the voxels in the image grid
                *,
-               n_samples: int = 2000, # post-burn-in iterations per chain
+               n_samples: int = 2000, # post-burn-in iterations per chain (with `min_ess`: the first block, the least run)
                burn_in: int = 1000, # discarded iterations per chain
-               thin: int | None = None, # keep every `thin`-th draw for diagnostics (default: at most 1000 per chain); moments use every iteration
-               chains: int = 1, # independent chains, run one after the other, each seeded from (seed, chain)
+               thin: int | None = None, # keep every `thin`-th draw for diagnostics (default: at most 1000 per chain; with `min_ess` the starting value, doubled whenever the store fills); moments use every iteration
+               chains: int = 1, # independent chains, each seeded from (seed, chain); run one after the other, block by block
                seed: int = 0, # random seed
                device=None, # None: numba on CPU unless a CUDA GPU is present; 'cpu'/'cuda'/torch.device: the torch sweep
                checkpoint=None, # path of a checkpoint file: resumed if present and compatible, updated as chains run
@@ -464,14 +603,15 @@ def fit_bsglmm(Y, # (n_subjects, n_voxels) binary lesion masks (bool/uint8)
                prior_df: float | None = None, # Wishart prior df for Sigma^-1 (default P + 1, the reference CPU path)
                precision=None, # (P, P) fix Sigma^-1 at this value instead of sampling it
                covariate_names=None, # names of the columns of X
-               store_draws: bool = True, # keep thinned draws of b(v) (needed for Rhat/ESS maps)
+               store_draws: bool = True, # keep thinned draws of b(v) (needed for Rhat/ESS maps and `min_ess`)
                max_draw_bytes: float = 2e9, # refuse to store more draws than this; raise thin instead
-               n_deviance: int = 50, # post-burn-in iterations per chain at which the deviance is evaluated for DIC
+               n_deviance: int = 50, # deviance evaluations for DIC per chain (per `n_samples` iterations with `min_ess`)
                dtype=None, # torch dtype for the torch sweep (default float64)
                callback=None, # called as callback(chain, iteration, coef) after every iteration
+               min_ess: float | None = None, # sample in blocks until every voxel's bulk ESS of every covariate reaches this
+               max_samples: int | None = None, # with `min_ess`: the most post-burn-in iterations per chain (default 10 x n_samples)
               ) -> BSGLMMResult:
     "Fit the Bayesian spatial probit GLMM of Ge et al. (2014) by Gibbs sampling; posterior maps per covariate."
-    t_start = time.perf_counter()
     Y8, Xf, names, wm = _validate_inputs(Y, X, voxel_coords, wm_prior)
     if covariate_names is not None:
         if len(covariate_names) != Xf.shape[1]: raise ValueError("covariate_names must have one name per column of X")
@@ -479,7 +619,20 @@ def fit_bsglmm(Y, # (n_subjects, n_voxels) binary lesion masks (bool/uint8)
     if thin is None and isinstance(n_samples, (int, np.integer)): thin = max(1, -(-int(n_samples) // 1000))
     for nm, val, lo in (("n_samples", n_samples, 1), ("burn_in", burn_in, 0), ("thin", thin, 1), ("chains", chains, 1),
                         ("checkpoint_every", checkpoint_every, 1), ("n_deviance", n_deviance, 1)):
-        if not isinstance(val, (int, np.integer)) or val < lo: raise ValueError(f"{nm} must be an integer >= {lo}, got {val!r}")
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
+            raise ValueError(f"{nm} must be an integer >= {lo}, got {val!r}")
+    n_samples, burn_in, thin, chains = int(n_samples), int(burn_in), int(thin), int(chains)
+    if min_ess is not None:
+        if isinstance(min_ess, bool) or not isinstance(min_ess, (int, float, np.integer, np.floating)) or not (0 < min_ess < np.inf):
+            raise ValueError(f"min_ess must be a positive number, got {min_ess!r}")
+        if not store_draws: raise ValueError("min_ess needs the stored draws for its ESS: set store_draws=True")
+        if max_samples is None: max_samples = 10 * n_samples
+        if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < n_samples:
+            raise ValueError(f"max_samples must be an integer >= n_samples = {n_samples}, got {max_samples!r}")
+        max_samples, min_ess = int(max_samples), float(min_ess)
+    elif max_samples is not None:
+        raise ValueError("max_samples only applies with min_ess: pass min_ess too, or set n_samples alone")
+    capacity = _draw_capacity(n_samples, thin, store_draws, min_ess, max_samples)
     N, P = Xf.shape
     lattice = build_lattice(voxel_coords)
     M = len(lattice.coords)
@@ -489,17 +642,22 @@ def fit_bsglmm(Y, # (n_subjects, n_voxels) binary lesion masks (bool/uint8)
         precision = np.asarray(precision, dtype=np.float64)
         if precision.shape != (P, P) or not np.allclose(precision, precision.T) or np.any(np.linalg.eigvalsh(precision) <= 0):
             raise ValueError(f"precision must be a symmetric positive definite ({P}, {P}) matrix")
-    n_store = n_samples // thin if store_draws else 0
-    if chains * n_store * M * P * 4 > max_draw_bytes:
-        raise ValueError(f"storing {chains}x{n_store} draws of {M}x{P} coefficients needs "
-                         f"{chains * n_store * M * P * 4 / 1e9:.1f} GB > max_draw_bytes; raise thin or set store_draws=False")
+    if chains * capacity * M * P * 4 > max_draw_bytes:
+        raise ValueError(f"storing {chains}x{capacity} draws of {M}x{P} coefficients needs "
+                         f"{chains * capacity * M * P * 4 / 1e9:.1f} GB > max_draw_bytes; raise thin or set store_draws=False")
+    from neurocomp.core import check_memory
+    check_memory(_fit_memory_bytes(N, M, P, chains, capacity),
+                 f"BSGLMM sampler state for {M} voxels x {P} covariates x {chains} chain(s) with {capacity} stored draws each")
+    isolated = np.flatnonzero(lattice.n_neighbours == 0)
+    if isolated.size: _refuse_separated_isolated(Y8[:, isolated], Xf, lattice.coords[isolated])
     packed = pack_masks(Y8)
     del Y8
     offset0 = np.zeros(M) if wm is None else wm
     use_torch = device is not None or _cuda_available()
     settings = dict(n_samples=n_samples, burn_in=burn_in, thin=thin, chains=chains, seed=seed, prior_df=prior_df,
                     precision=None if precision is None else precision.tolist(), wm=wm is not None,
-                    backend="torch" if use_torch else "numba", store_draws=store_draws, n_deviance=n_deviance)
+                    backend="torch" if use_torch else "numba", store_draws=store_draws, n_deviance=n_deviance,
+                    min_ess=min_ess, max_samples=max_samples)
     fingerprint = _fingerprint(packed, Xf, lattice.coords, wm, settings)
     XtX = Xf.T @ Xf
     xbar = Xf.mean(0)
@@ -507,8 +665,13 @@ def fit_bsglmm(Y, # (n_subjects, n_voxels) binary lesion masks (bool/uint8)
     wm_ss = float(N * np.sum(wm ** 2)) if wm is not None else 0.0
     df_post = prior_df + (M - lattice.n_components)
     colours = [np.flatnonzero(lattice.colour == c).astype(np.int64) for c in (0, 1)]
-    n_total = burn_in + n_samples
-    deviance_at = set(np.unique(np.linspace(burn_in, n_total - 1, min(n_deviance, n_samples)).round().astype(int)).tolist())
+    if min_ess is None:  # a fixed run: n_deviance iterations spread evenly over the post-burn-in ones
+        deviance_at = set(np.unique(np.linspace(burn_in, burn_in + n_samples - 1, min(n_deviance, n_samples))
+                                    .round().astype(int)).tolist())
+        is_deviance_iteration = lambda it: it in deviance_at
+    else:  # the run's length is not known in advance: one evaluation every n_samples / n_deviance iterations
+        deviance_every = max(1, n_samples // n_deviance)
+        is_deviance_iteration = lambda it: (it - burn_in) % deviance_every == deviance_every - 1
 
     # chain states (possibly resumed from a checkpoint)
     states = None
@@ -523,58 +686,71 @@ def fit_bsglmm(Y, # (n_subjects, n_voxels) binary lesion masks (bool/uint8)
             states.append(dict(
                 coef=_initial_coef(packed, Xf, lattice) + 0.05 * rng0.standard_normal((M, P)), precision=np.eye(P) if precision is None else precision.copy(),
                 wm_coef=0.0, iteration=0, sum=np.zeros((M, P)), sumsq=np.zeros((M, P)), prob_sum=np.zeros(M),
-                count=0, deviance=[], draws=np.zeros((n_store, M, P), dtype=np.float32),
-                precision_draws=np.zeros((n_store, P, P)), wm_draws=np.zeros(n_store)))
+                count=0, deviance=[], draws=np.zeros((capacity, M, P), dtype=np.float32),
+                precision_draws=np.zeros((capacity, P, P)), wm_draws=np.zeros(capacity),
+                n_stored=0, thin=thin, target=n_samples, ess_history=[]))
 
     backend = _TorchSweep(packed, Xf, lattice, offset0, device, dtype, N) if use_torch else None
     from tqdm.auto import tqdm
-    bar = tqdm(total=chains * n_total, initial=sum(s["iteration"] for s in states), disable=not progress,
+    target = states[0]["target"]  # post-burn-in iterations per chain that the current block runs to
+    bar = tqdm(total=chains * (burn_in + target), initial=sum(s["iteration"] for s in states), disable=not progress,
                desc="BSGLMM Gibbs", unit="it")
     probe = np.random.default_rng(seed).choice(M, size=min(M, 256), replace=False)
     t_sampling = time.perf_counter(); its_done = 0
-    for c, st in enumerate(states):
-        key = np.random.SeedSequence([seed, c]).generate_state(1, np.uint64)[0]
-        coef = np.ascontiguousarray(st["coef"]); Lam = st["precision"]; beta = st["wm_coef"]
-        if backend is not None: backend.load(coef, seed, c)
-        z_sum = np.zeros(M)
-        while st["iteration"] < n_total:
-            it = st["iteration"]
-            offset = offset0 * beta if wm is not None else offset0
-            if backend is None:
-                for col in colours:
-                    _sweep_colour_numba(packed, Xf, coef, lattice.neighbours, lattice.n_neighbours, col, Lam, XtX,
-                                        offset, key, it * 2 + (col is colours[1]), z_sum)
-            else:
-                coef, z_sum = backend.sweep(Lam, XtX, offset, it)
-            rng = np.random.default_rng([seed, c, it])
-            if wm is not None:  # global white-matter coefficient, flat prior
-                resid = z_sum - coef @ x_colsum
-                beta = float(rng.normal(np.dot(wm, resid) / wm_ss, 1.0 / math.sqrt(wm_ss)))
-            if precision is None:  # Sigma^-1 | b ~ Wishart(nu + M - C, (I + S)^-1)
-                d = coef[lattice.edges[:, 0]] - coef[lattice.edges[:, 1]]
-                S = d.T @ d
-                Lam = _wishart_draw(df_post, np.linalg.inv(np.eye(P) + S), rng)
-            if it >= burn_in:
-                k = it - burn_in
-                st["sum"] += coef; st["sumsq"] += coef * coef; st["count"] += 1
-                off_now = offset0 * beta if wm is not None else offset0
-                st["prob_sum"] += special.ndtr(coef @ xbar + off_now)
-                if n_store and k % thin == thin - 1 and k // thin < n_store:
-                    j = k // thin
-                    st["draws"][j] = coef; st["precision_draws"][j] = Lam; st["wm_draws"][j] = beta
-                if it in deviance_at:
-                    ll = (_log_likelihood_numba(packed, Xf, coef, off_now) if backend is None
-                          else backend.log_likelihood(coef, off_now))
-                    st["deviance"].append(-2.0 * float(np.sum(ll)))
-            st["iteration"] = it + 1; st["coef"] = coef; st["precision"] = Lam; st["wm_coef"] = beta
-            its_done += 1
-            bar.update(1)
-            if progress and (it + 1) % 200 == 0 and it >= burn_in and n_store:
-                nd = min((it - burn_in + 1) // thin, n_store)
-                bar.set_postfix(ess_min=f"{_running_ess(st['draws'][:nd, :, P - 1], probe):.0f}", refresh=False)
-            if callback is not None: callback(c, it, coef)
-            if checkpoint is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == n_total):
-                _save_checkpoint(checkpoint, fingerprint, states)
+    check = None
+    while True:
+        n_total = burn_in + target
+        for c, st in enumerate(states):
+            if st["iteration"] >= n_total: continue
+            key = np.random.SeedSequence([seed, c]).generate_state(1, np.uint64)[0]
+            coef = np.ascontiguousarray(st["coef"]); Lam = st["precision"]; beta = st["wm_coef"]
+            if backend is not None: backend.load(coef, seed, c)
+            z_sum = np.zeros(M)
+            while st["iteration"] < n_total:
+                it = st["iteration"]
+                offset = offset0 * beta if wm is not None else offset0
+                if backend is None:
+                    for col in colours:
+                        _sweep_colour_numba(packed, Xf, coef, lattice.neighbours, lattice.n_neighbours, col, Lam, XtX,
+                                            offset, key, it * 2 + (col is colours[1]), z_sum)
+                else:
+                    coef, z_sum = backend.sweep(Lam, XtX, offset, it)
+                rng = np.random.default_rng([seed, c, it])
+                if wm is not None:  # global white-matter coefficient, flat prior
+                    resid = z_sum - coef @ x_colsum
+                    beta = float(rng.normal(np.dot(wm, resid) / wm_ss, 1.0 / math.sqrt(wm_ss)))
+                if precision is None:  # Sigma^-1 | b ~ Wishart(nu + M - C, (I + S)^-1)
+                    d = coef[lattice.edges[:, 0]] - coef[lattice.edges[:, 1]]
+                    S = d.T @ d
+                    Lam = _wishart_draw(df_post, np.linalg.inv(np.eye(P) + S), rng)
+                if it >= burn_in:
+                    st["sum"] += coef; st["sumsq"] += coef * coef; st["count"] += 1
+                    off_now = offset0 * beta if wm is not None else offset0
+                    st["prob_sum"] += special.ndtr(coef @ xbar + off_now)
+                    _store_draw(st, it - burn_in, coef, Lam, beta, capacity)
+                    if is_deviance_iteration(it):
+                        ll = (_log_likelihood_numba(packed, Xf, coef, off_now) if backend is None
+                              else backend.log_likelihood(coef, off_now))
+                        st["deviance"].append(-2.0 * float(np.sum(ll)))
+                st["iteration"] = it + 1; st["coef"] = coef; st["precision"] = Lam; st["wm_coef"] = beta
+                its_done += 1
+                bar.update(1)
+                if progress and (it + 1) % 200 == 0 and it >= burn_in and st["n_stored"] >= 8:
+                    bar.set_postfix(ess_min=f"{_running_ess(st['draws'][:st['n_stored'], :, P - 1], probe):.0f}",
+                                    refresh=False)
+                if callback is not None: callback(c, it, coef)
+                if checkpoint is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == n_total):
+                    _save_checkpoint(checkpoint, fingerprint, states)
+        if min_ess is None: break
+        # every chain has run `target` post-burn-in iterations: is every voxel's bulk ESS at the target yet?
+        check = _ess_check(states, names, min_ess)
+        if not states[0]["ess_history"] or states[0]["ess_history"][-1][0] != target:
+            for st in states: st["ess_history"].append((target, check["min_ess"]))
+        if check["met"] or target >= max_samples: break
+        target = _next_target(target, min_ess, check["min_ess"], max_samples)
+        for st in states: st["target"] = target
+        bar.total = chains * (burn_in + target); bar.set_postfix(ess_min=f"{check['min_ess']:.0f}/{min_ess:.0f}")
+        if checkpoint is not None: _save_checkpoint(checkpoint, fingerprint, states)
     bar.close()
     seconds = time.perf_counter() - t_sampling
 
@@ -585,21 +761,87 @@ def fit_bsglmm(Y, # (n_subjects, n_voxels) binary lesion masks (bool/uint8)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(sd > 0, mean / sd, 0.0)
     prob = sum(s["prob_sum"] for s in states) / count
-    wm_draws = np.stack([s["wm_draws"] for s in states]) if wm is not None else None
-    beta_mean = float(np.mean([np.mean(s["wm_draws"]) for s in states])) if (wm is not None and n_store) else 0.0
+    n_stored = states[0]["n_stored"]
+    wm_draws = np.stack([s["wm_draws"][:n_stored] for s in states]) if wm is not None else None
+    beta_mean = float(np.mean([np.mean(s["wm_draws"][:n_stored]) for s in states])) if (wm is not None and n_stored) else 0.0
     off_mean = offset0 * beta_mean if wm is not None else offset0
     d_at_mean = -2.0 * float(np.sum(_log_likelihood_numba(packed, Xf, mean, off_mean)))
     d_bar = float(np.mean(np.concatenate([s["deviance"] for s in states])))
     p_d = d_bar - d_at_mean
-    draws = np.stack([s["draws"] for s in states]) if n_store else None
-    diagnostics = _diagnostics(draws, names)
+    draws = np.stack([s["draws"][:n_stored] for s in states]) if capacity else None
+    diagnostics = check["diagnostics"] if check is not None else _diagnostics(draws, names)
+    ess_all = (np.column_stack([diagnostics[n]["ess_bulk"] for n in names]) if diagnostics else None)
     params = dict(settings, n_subjects=N, n_voxels=M, covariate_names=names, df_posterior=df_post,
-                  n_components=lattice.n_components, fingerprint=fingerprint)
+                  n_components=lattice.n_components, fingerprint=fingerprint,
+                  n_samples_used=states[0]["iteration"] - burn_in, thin_used=int(states[0]["thin"]),
+                  min_ess_achieved=float(np.nanmin(ess_all)) if ess_all is not None and np.isfinite(ess_all).any() else float("nan"),
+                  ess_target_met=None if check is None else bool(check["met"]),
+                  n_voxels_ess_unmet=None if check is None else int(check["unmet"].sum()),
+                  ess_history=[tuple(h) for h in states[0]["ess_history"]])
     return BSGLMMResult(coef=mean, se=sd, z=z, lesion_probability=prob, dic=d_bar + p_d, p_d=p_d,
                         diagnostics=diagnostics, voxel_coords=lattice.coords, covariate_names=names,
-                        precision_draws=np.stack([s["precision_draws"] for s in states]), wm_coef_draws=wm_draws,
+                        precision_draws=np.stack([s["precision_draws"][:n_stored] for s in states]), wm_coef_draws=wm_draws,
                         draws=draws, seconds=seconds, iterations_per_second=its_done / seconds if seconds > 0 else float("nan"),
-                        params=params)
+                        params=params, ess_unmet=None if check is None else check["unmet"])
+
+def _fit_memory_bytes(N, M, P, chains, capacity):
+    "Bytes the sampler holds: packed masks, lattice, and per chain its state, moments and stored draws (twice: the result stacks them)."
+    per_chain = 3 * M * P * 8 + 2 * M * 8 + 2 * capacity * M * P * 4 + capacity * (P * P + 1) * 8
+    return M * -(-N // 8) + 16 * M * 8 + chains * per_chain
+
+def _refuse_separated_isolated(Y_isolated, X, coords):
+    "Isolated voxels (no face neighbour in the mask) have a flat prior: refuse any whose data are separated."
+    from neurocomp.lesions.glm import fit_voxelwise
+    # a probit with a flat prior has a proper posterior exactly when the MLE exists (Chen & Shao 1997)
+    if X.shape[0] <= X.shape[1]: bad = np.ones(Y_isolated.shape[1], bool)  # N <= P: no MLE anywhere
+    else:
+        ml = fit_voxelwise(Y_isolated, X, method="ml", n_jobs=1)
+        bad = ml.infinite.any(1) | ~np.isfinite(ml.coef).all(1)
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} isolated voxel(s) (no face neighbour in the mask, hence a flat prior), e.g. ijk "
+            f"{coords[bad][0].tolist()}, have separated lesion data (no finite MLE): their posterior is improper and the "
+            "sampler would drift. Fit on a connected mask (brain and reference incidence > 0, the authors' lattice) "
+            "or leave these voxels out.")
+
+def _draw_capacity(n_samples, thin, store_draws, min_ess, max_samples):
+    "Stored draws per chain: all of a fixed run's thinned draws; with `min_ess` room for 4 x min_ess (even; halved when full)."
+    if not store_draws: return 0
+    if min_ess is None: return n_samples // thin
+    # after a halving the store still holds >= 2 x min_ess draws: enough for a bulk ESS of min_ess once they are
+    # near-independent; never more than the longest run can fill
+    capacity = max(n_samples // thin, min(4 * math.ceil(min_ess), max_samples // thin), 16)
+    return capacity + capacity % 2
+
+def _store_draw(st, k, coef, Lam, beta, capacity):
+    "Keep post-burn-in iteration k if it falls on the chain's thinning grid; a full store keeps every other draw and doubles `thin`."
+    if not capacity or k % st["thin"] != st["thin"] - 1: return
+    if st["n_stored"] == capacity:  # only with min_ess: a fixed run's store holds exactly its thinned draws
+        half = capacity // 2
+        for key in ("draws", "precision_draws", "wm_draws"):
+            st[key][:half] = st[key][1::2].copy()  # the draws at the doubled thinning are the odd-numbered ones
+        st["n_stored"] = half; st["thin"] *= 2
+        if k % st["thin"] != st["thin"] - 1: return
+    j = st["n_stored"]
+    st["draws"][j] = coef; st["precision_draws"][j] = Lam; st["wm_draws"][j] = beta
+    st["n_stored"] = j + 1
+
+def _ess_check(states, names, min_ess):
+    "Bulk ESS of every voxel and covariate from all chains' stored draws, against the target (NaN counts as unmet)."
+    n = states[0]["n_stored"]
+    diagnostics = _diagnostics(np.stack([s["draws"][:n] for s in states]), names)
+    M = states[0]["draws"].shape[1]
+    ess = (np.column_stack([diagnostics[nm]["ess_bulk"] for nm in names]) if diagnostics
+           else np.full((M, len(names)), np.nan))
+    with np.errstate(invalid="ignore"):
+        unmet = ~np.all(ess >= min_ess, axis=1)
+    lowest = float(np.nanmin(ess)) if np.isfinite(ess).any() else float("nan")
+    return dict(diagnostics=diagnostics, unmet=unmet, met=not unmet.any(), min_ess=lowest)
+
+def _next_target(done, min_ess, achieved, max_samples):
+    "The next block's end: ESS grows about linearly with iterations, so extrapolate (+10%), by 1.25x to 4x, capped."
+    growth = 4.0 if not (achieved > 0) else min(4.0, max(1.25, 1.1 * min_ess / achieved))
+    return int(min(max_samples, math.ceil(done * growth)))
 
 def _cuda_available():
     try:
@@ -614,28 +856,41 @@ def _save_checkpoint(path, fingerprint, states):
     arrays = {"fingerprint": np.array(fingerprint), "n_chains": np.array(len(states))}
     for c, st in enumerate(states):
         for k, v in st.items():
-            arrays[f"c{c}_{k}"] = np.asarray(v)
+            arrays[f"c{c}_{k}"] = np.asarray(v, dtype=np.float64) if k == "ess_history" else np.asarray(v)
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f: np.savez(f, **arrays)
 
+_STATE_KEYS = ("coef", "precision", "wm_coef", "iteration", "sum", "sumsq", "prob_sum", "count", "deviance", "draws",
+               "precision_draws", "wm_draws", "n_stored", "thin", "target", "ess_history")
+
 def _load_checkpoint(path, fingerprint):
     "Chain states from a checkpoint written by `_save_checkpoint`, after checking it belongs to this fit."
+    import zipfile
+    what = (f"BSGLMM checkpoint {path} is unreadable, truncated or corrupt (%s); delete it to start afresh, "
+            "or pass another checkpoint path")
     try:
         with np.load(path, allow_pickle=False) as f:
             stored = str(f["fingerprint"])
+            if stored != fingerprint:
+                raise _Mismatch
             arrays = {k: f[k] for k in f.files}
-    except (OSError, KeyError, EOFError, ValueError) as e:
-        raise ValueError(f"checkpoint {path} is unreadable or corrupt ({e}); delete it to start afresh") from e
-    if stored != fingerprint:
-        raise ValueError(f"checkpoint {path} was written for different data or settings; delete it or pass another path")
-    states = []
-    for c in range(int(arrays["n_chains"])):
-        st = {k[len(f"c{c}_"):]: v for k, v in arrays.items() if k.startswith(f"c{c}_")}
-        st = {k: (v.copy() if v.ndim else v.item()) for k, v in st.items()}
-        st["deviance"] = list(np.atleast_1d(st["deviance"]).astype(float))
-        st["iteration"] = int(st["iteration"]); st["count"] = int(st["count"]); st["wm_coef"] = float(st["wm_coef"])
-        states.append(st)
+        states = []
+        for c in range(int(arrays["n_chains"])):
+            st = {k: arrays[f"c{c}_{k}"] for k in _STATE_KEYS}
+            st = {k: (v.copy() if v.ndim else v.item()) for k, v in st.items()}
+            st["deviance"] = list(np.atleast_1d(st["deviance"]).astype(float))
+            st["ess_history"] = [(int(t), float(e)) for t, e in np.asarray(st["ess_history"]).reshape(-1, 2)]
+            for k in ("iteration", "count", "n_stored", "thin", "target"): st[k] = int(st[k])
+            st["wm_coef"] = float(st["wm_coef"])
+            states.append(st)
+    except _Mismatch:
+        raise ValueError(f"BSGLMM checkpoint {path} was written for different data or settings; "
+                         "delete it or pass another checkpoint path") from None
+    except (OSError, KeyError, EOFError, ValueError, TypeError, zipfile.BadZipFile) as e:
+        raise ValueError(what % f"{type(e).__name__}: {e}") from e
     return states
+
+class _Mismatch(Exception): "A readable checkpoint of another fit."
 
 class _TorchSweep:
     "Device-resident state for the torch Gibbs sweep."

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 from scipy.special import ndtr, ndtri
+from ..results import VoxelwiseResults
 
 # %% auto #0
 __all__ = ['MACHINE_EPSILON', 'PROBIT_THRESHOLD', 'PROBIT_CLIP_TAIL', 'LOGIT_THRESHOLD', 'LINKS', 'METHODS', 'TILE', 'CHUNK',
@@ -382,7 +383,7 @@ def _brglm_iterate(ev, B, mode, epsilon, maxit, slowit, max_step_factor):
     failed = ~ev.ok.copy()
     iteration = np.ones(v, np.int64); halvings = np.zeros(v, np.int64); stopped = np.zeros(v, bool)
     active = everyone[~failed]
-    if maxit == 0: return iteration * 0, ~failed
+    if maxit == 0: return iteration * 0, np.zeros(v, bool)  # brglm2: the starting values, converged = FALSE
     while active.size:
         previous_l1 = np.abs(ev.step[active]).sum(1)
         B[active] += (slowit * 2.0 ** (-halvings[active]))[:, None] * ev.step[active]
@@ -525,28 +526,32 @@ def _warm_start(ev32, tolerance=WARM_UP_TOLERANCE, iterations=WARM_UP_ITERATIONS
 
 
 # %% ../../nbs/10_lesion_glm.ipynb #15905dd2
-@dataclass
-class GLMResult:
-    "Voxel-wise GLM estimates: arrays of shape (voxels, covariates) or (voxels,)."
-    coef: np.ndarray # estimates; +-inf where the MLE is infinite
-    se: np.ndarray # standard errors from the inverse Fisher information; inf where the MLE is infinite
-    z: np.ndarray # Wald statistics coef/se; NaN where the MLE is infinite
+@dataclass(repr=False)
+class GLMResult(VoxelwiseResults):
+    "Voxel-wise GLM estimates (the shared `VoxelwiseResults`): arrays of shape (voxels, covariates) or (voxels,)."
+    # coef: estimates, +-inf where the MLE is infinite; se: from the inverse Fisher information, inf where the MLE is
+    # infinite; z: Wald statistics coef/se, NaN where the MLE is infinite (fields of VoxelwiseResults)
     converged: np.ndarray # iteration met its stopping rule before maxit
     n_iter: np.ndarray # outer iterations used (ML probit: the float32 warm-up's plus glm's float64 ones)
     deviance: np.ndarray # residual deviance at the estimate
     infinite: np.ndarray | None # (ML) the MLE of this coefficient does not exist (separation); None for MeanBR
-    method: str = "meanbr"
-    link: str = "probit"
-    names: list = field(default_factory=list) # covariate names
+    method: str = field(default="meanbr", kw_only=True) # "meanbr" or "ml"
+    link: str = field(default="probit", kw_only=True) # "probit" or "logit"
 
-    @property
-    def n_voxels(self) -> int: return self.coef.shape[0] if self.coef.ndim == 2 else 1
+    def extra_maps(self) -> dict[str, np.ndarray]:
+        "converged (1/0) and, for ML, infinite_<covariate> (1 where the MLE does not exist)."
+        out = {"converged": np.asarray(self.converged, dtype=np.float32).reshape(self.n_voxels)}
+        if self.infinite is not None:
+            infinite = np.asarray(self.infinite).reshape(self.n_voxels, -1)
+            for j, name in enumerate(self._columns()): out[f"infinite_{name}"] = infinite[:, j].astype(np.float32)
+        return out
 
     def voxel(self, j: int) -> "GLMResult":
         "The result of one voxel (1-D arrays)."
         pick = lambda a: None if a is None else a[j]
         return GLMResult(self.coef[j], self.se[j], self.z[j], pick(self.converged), pick(self.n_iter),
-                         pick(self.deviance), pick(self.infinite), self.method, self.link, list(self.names))
+                         pick(self.deviance), pick(self.infinite), method=self.method, link=self.link,
+                         covariate_names=list(self.covariate_names))
 
     def __repr__(self):
         inf = "" if self.infinite is None else f", infinite MLE share {self.infinite.any(-1).mean():.3f}"
@@ -607,38 +612,69 @@ def _fit_block(Y_block, X, method, link, epsilon, maxit, slowit, max_step_factor
 
 # %% ../../nbs/10_lesion_glm.ipynb #b9a89993
 def _check_inputs(Y, X):
+    "The lesion matrix as uint8 and the design as float64, after checking shapes, types and values (a clear error otherwise)."
+    if hasattr(X, "to_numpy"): X = X.to_numpy()  # a DataFrame
     X = np.asarray(X)
     if X.ndim != 2: raise ValueError(f"design X must be 2-D (subjects x covariates), got shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.number) or X.dtype == bool: X = X.astype(np.float64)
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool) or np.iscomplexobj(X):
+        raise TypeError(f"design X must be numeric (real numbers or bool), got dtype {X.dtype}: encode categorical "
+                        "covariates as numeric columns first")
+    X = X.astype(np.float64)
     if not np.all(np.isfinite(X)): raise ValueError("design X contains NaN or infinite values")
     n, p = X.shape
     if p == 0: raise ValueError("design X has no columns")
     if n <= p: raise ValueError(f"design X has {n} subjects for {p} covariates; need more subjects than covariates")
+    largest = float(np.abs(X).max())
+    if largest > 1e100:  # X'WX would overflow float64 long before: rescaling is the user's call, not ours
+        raise ValueError(f"design X has values as large as {largest:.3g}: rescale the covariates (e.g. standardise them)")
     rank = np.linalg.matrix_rank(X)
     if rank < p: raise ValueError(f"design X is rank deficient (rank {rank} < {p} columns): drop collinear covariates")
+    if hasattr(Y, "to_numpy"): Y = Y.to_numpy()
     Y = np.asarray(Y)
     if Y.ndim == 1: Y = Y[:, None]
     if Y.ndim != 2: raise ValueError(f"lesion matrix Y must be subjects x voxels, got shape {Y.shape}")
     if Y.shape[0] != n:
         raise ValueError(f"Y has {Y.shape[0]} subjects (rows) but X has {n}: subject counts must match")
+    if Y.shape[1] == 0: raise ValueError("lesion matrix Y has no voxels (0 columns)")
+    if not (np.issubdtype(Y.dtype, np.number) or Y.dtype == bool) or np.iscomplexobj(Y):
+        raise TypeError(f"lesion matrix Y must hold 0/1 numbers or bools, got dtype {Y.dtype}")
     if Y.dtype == np.uint8 or Y.dtype == bool:
-        if Y.dtype == np.uint8 and Y.size and Y.max() > 1: raise ValueError("lesion matrix Y must be binary (0/1); found values > 1")
-        return Y.view(np.uint8) if Y.dtype == bool else Y, X.astype(np.float64)
+        if Y.dtype == np.uint8 and Y.max() > 1: raise ValueError("lesion matrix Y must be binary (0/1); found values > 1")
+        return Y.view(np.uint8) if Y.dtype == bool else Y, X
     if np.issubdtype(Y.dtype, np.floating) and np.isnan(Y).any(): raise ValueError("lesion matrix Y contains NaN")
     if not np.isin(Y, (0, 1)).all():
         bad = np.unique(Y[~np.isin(Y, (0, 1))])[:5]
         raise ValueError(f"lesion matrix Y must be binary (0/1); found values such as {bad.tolist()}")
-    return Y.astype(np.uint8), X.astype(np.float64)
+    return Y.astype(np.uint8), X
 
-def _control(method, link, epsilon, maxit, slowit, max_step_factor):
-    if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if link not in LINKS: raise ValueError(f"link must be one of {tuple(LINKS)}, got {link!r}")
+def _control(method, link, epsilon, maxit, slowit, max_step_factor, separation_ratio=1e4):
+    "Checked fitting controls; brglm2's and glm's defaults where not given."
+    if not isinstance(method, str) or method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(link, str) or link not in LINKS: raise ValueError(f"link must be one of {tuple(LINKS)}, got {link!r}")
     if epsilon is None: epsilon = 1e-8 if method == "ml" else 1e-6  # glm.control / brglmControl defaults
     if maxit is None: maxit = 50 if method == "ml" else 100
-    if not (epsilon > 0): raise ValueError("epsilon must be > 0")
-    if int(maxit) < 0: raise ValueError("maxit must be >= 0")
-    if not (0 < slowit <= 1): raise ValueError("slowit must be in (0, 1]")
+    _number(epsilon, "epsilon")
+    if not (0 < epsilon < np.inf): raise ValueError(f"epsilon must be a positive finite number, got {epsilon!r}")
+    _integer(maxit, "maxit")
+    # maxit = 0: brglm2 returns its starting values (the ML fit to adjusted responses) with converged = FALSE;
+    # R's glm.control refuses maxit <= 0, and so do we for ML
+    if maxit < (1 if method == "ml" else 0):
+        raise ValueError(f"maxit must be >= {1 if method == 'ml' else 0} for method={method!r}, got {maxit}")
+    _number(slowit, "slowit")
+    if not (0 < slowit <= 1): raise ValueError(f"slowit must be in (0, 1], got {slowit!r}")
+    _integer(max_step_factor, "max_step_factor")
+    if max_step_factor < 1: raise ValueError(f"max_step_factor must be >= 1, got {max_step_factor}")
+    _number(separation_ratio, "separation_ratio")
+    if not (1 < separation_ratio < np.inf): raise ValueError(f"separation_ratio must be a finite number > 1, got {separation_ratio!r}")
     return float(epsilon), int(maxit), float(slowit), int(max_step_factor)
+
+def _number(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+
+def _integer(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
 
 # %% ../../nbs/10_lesion_glm.ipynb #e181734a
 def _available_cores() -> int:
@@ -662,15 +698,20 @@ def fit_voxelwise(Y, # subjects x voxels binary lesion matrix (uint8/bool prefer
                  ) -> GLMResult:
     "Fit a binary GLM at every voxel (column of `Y`) against the design `X`."
     Y, X = _check_inputs(Y, X)
-    epsilon, maxit, slowit, max_step_factor = _control(method, link, epsilon, maxit, slowit, max_step_factor)
-    if block_size < 1: raise ValueError("block_size must be >= 1")
+    epsilon, maxit, slowit, max_step_factor = _control(method, link, epsilon, maxit, slowit, max_step_factor,
+                                                       separation_ratio)
+    _integer(block_size, "block_size")
+    if block_size < 1: raise ValueError(f"block_size must be >= 1, got {block_size}")
     n, p = X.shape
-    names = list(names) if names is not None else [f"x{k}" for k in range(p)]
+    if isinstance(names, str): raise TypeError(f"names must be a list of covariate names, got the string {names!r}")
+    names = [str(nm) for nm in names] if names is not None else [f"x{k}" for k in range(p)]
     if len(names) != p: raise ValueError(f"{len(names)} names for {p} covariates")
+    if len(set(names)) != p: raise ValueError(f"covariate names must be distinct, got {names}")
     v = Y.shape[1]
     if scheduler is None:
+        if n_jobs is not None: _integer(n_jobs, "n_jobs")
         n_jobs = _available_cores() if n_jobs is None else int(n_jobs)
-        if n_jobs < 1: raise ValueError("n_jobs must be >= 1")
+        if n_jobs < 1: raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
         # fewer blocks than threads would leave cores idle: split the voxels evenly (not below one tile)
         block_size = min(block_size, max(TILE, -(-v // n_jobs)))
     starts = list(range(0, v, block_size))
@@ -695,14 +736,18 @@ def fit_voxelwise(Y, # subjects x voxels binary lesion matrix (uint8/bool prefer
     cat = lambda key: np.concatenate([q[key] for q in parts]) if parts else np.empty((0, p))
     infinite = cat("infinite") if method == "ml" else None
     return GLMResult(cat("coef"), cat("se"), cat("z"), cat("converged"), cat("n_iter"), cat("deviance"), infinite,
-                     method, link, names)
+                     method=method, link=link, covariate_names=names)
 
 class _BlockStore:
     "Per-block results on disk, keyed by the design, the settings and the block's data: resume after interruption."
     def __init__(self, folder, X, args, block_size):
         from neurocomp.core import params_hash
         import hashlib
-        self.folder = Path(folder); self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"checkpoint_dir {self.folder} exists and is not a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.p, self.ml = X.shape[1], args[0] == "ml"
         self.prefix = params_hash(dict(args=list(args), block_size=block_size,
                                        X=hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest()))
     def _path(self, Y_block):
@@ -710,9 +755,20 @@ class _BlockStore:
         digest = hashlib.sha256(np.ascontiguousarray(Y_block).tobytes()).hexdigest()[:16]
         return self.folder / f"glm_{self.prefix}_{digest}.npz"
     def load(self, Y_block):
+        "This block's stored result, None if there is none; a damaged file is an error that names it."
+        import zipfile
         path = self._path(Y_block)
         if not path.exists(): return None
-        with np.load(path) as z: part = {k: z[k] for k in z.files}
+        v, p = Y_block.shape[1], self.p
+        shapes = dict(coef=(v, p), se=(v, p), z=(v, p), converged=(v,), n_iter=(v,), deviance=(v,))
+        if self.ml: shapes["infinite"] = (v, p)
+        try:
+            with np.load(path, allow_pickle=False) as f: part = {k: f[k] for k in f.files}
+            wrong = [k for k, shape in shapes.items() if k not in part or part[k].shape != shape]
+            if wrong: raise ValueError(f"arrays {wrong} missing or of the wrong shape")
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise ValueError(f"GLM block checkpoint {path} is unreadable, truncated or corrupt ({type(e).__name__}: {e}); "
+                             "delete it (only its block is refitted) or pass another checkpoint_dir") from e
         part.setdefault("infinite", None)
         return part
     def save(self, Y_block, part):
