@@ -23,8 +23,13 @@ def _same(a, b):
     return np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
 
 
+def _finished(folder):
+    "Repetition files (not the hidden temporary files that atomic writes use)."
+    return sorted(f for f in folder.glob("*.npz") if not f.name.startswith("."))
+
+
 def _files(folder):
-    return {f.name: read_repetition(f) for f in sorted(folder.glob("*.npz"))}
+    return {f.name: read_repetition(f) for f in _finished(folder)}
 
 
 def test_interrupted_study_resumes(small_config, monkeypatch):
@@ -39,7 +44,7 @@ def test_interrupted_study_resumes(small_config, monkeypatch):
     monkeypatch.setattr(study_mod, "run_repetition", real)
     results = run_study(None, small_config, progress=False)
     out = results.output_dir
-    assert len(list(out.glob("*.npz"))) == len(study_tasks(small_config)) == 4 and not list(out.glob(".*tmp*"))
+    assert len(_finished(out)) == len(study_tasks(small_config)) == 4 and not list(out.glob(".*tmp*"))
     assert {"ML", "MeanBR"} <= set(results.accuracy_table(120).columns)
 
 
@@ -60,11 +65,11 @@ def test_killed_then_corrupted_study_resumes_identically(small_config, tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", script], env=os.environ.copy())
     try:
         deadline = time.time() + 120
-        while not list(killed.glob("*.npz")) and time.time() < deadline and proc.poll() is None: time.sleep(0.2)
-        assert list(killed.glob("*.npz")), "the study never wrote a repetition"
+        while not _finished(killed) and time.time() < deadline and proc.poll() is None: time.sleep(0.2)
+        assert _finished(killed), "the study never wrote a repetition"
     finally:
         proc.send_signal(signal.SIGKILL); proc.wait()
-    done = sorted(killed.glob("*.npz"), key=lambda f: f.stat().st_mtime)
+    done = sorted(_finished(killed), key=lambda f: f.stat().st_mtime)
     assert 1 <= len(done) < 4
     done[-1].write_bytes(done[-1].read_bytes()[:len(done[-1].read_bytes()) // 2])  # corrupt the last file written
     with pytest.raises(RepetitionFileError, match="corrupt or truncated"): read_repetition(done[-1])
@@ -79,7 +84,7 @@ def test_killed_then_corrupted_study_resumes_identically(small_config, tmp_path)
 def test_a_file_from_another_study_is_refused(small_config, tmp_path):
     other = study_config("quick", seed=99, **{**SMALL, "repetitions": 1, "null_repetitions": 0})
     first = run_study(None, other, progress=False, output_dir=tmp_path / "shared")
-    assert len(list(first.output_dir.glob("*.npz"))) == 1
+    assert len(_finished(first.output_dir)) == 1
     with pytest.raises(RepetitionFileError, match="another study") as e:
         run_study(None, small_config, progress=False, output_dir=tmp_path / "shared")
     assert "accuracy_N120_r00000.npz" in str(e.value)
@@ -149,7 +154,7 @@ def test_application_study_reads_a_bids_folder(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="'pressure' is not in the table"):
         run_study(str(root), study_config("quick", standardise=("pressure",), application_methods=("MeanBR",)), progress=False)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="neither a BIDS lesion dataset nor a reference folder"):
+    with pytest.raises(ValueError, match="is neither a BIDS lesion dataset .* nor a reference folder"):
         run_study(str(tmp_path / "empty"), config, progress=False)
 
 

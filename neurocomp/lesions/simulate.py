@@ -19,7 +19,7 @@ from ..core import as_generator, check_memory
 __all__ = ['COVARIANCE_CONVENTIONS', 'UKB_AGE_RANGE', 'UKB_AGE_MEAN', 'SYNTHETIC_AGE_RANGE', 'SYNTHETIC_AGE_MEAN',
            'squared_exponential', 'embedding_torus', 'grf_bytes', 'GaussianRandomField', 'ReferenceMaps',
            'load_ukb_reference', 'synthetic_reference', 'simulate_ages', 'check_ages', 'SimulatedLesions',
-           'simulate_lesion_masks']
+           'simulate_lesion_masks', 'write_simulated_cohort']
 
 # %% ../../nbs/13_lesion_simulate.ipynb #8213767e
 COVARIANCE_CONVENTIONS = ("randomfields", "paper")
@@ -317,3 +317,34 @@ def simulate_lesion_masks(reference: ReferenceMaps, # reference maps (Step 1)
     params = dict(reference=reference.name, n_subjects=n_subjects, length_scale=float(length_scale), convention=convention,
                   centre=centre, age_effect=age_effect, seed=seed if isinstance(seed, (int, type(None))) else "generator")
     return SimulatedLesions(Y, mask, ages, ages_centred, reference.affine, params)
+
+# %% ../../nbs/13_lesion_simulate.ipynb #1d8a5d4b
+def write_simulated_cohort(sim: SimulatedLesions, # from `simulate_lesion_masks`
+                           root: str | os.PathLike, # the BIDS folder to (re)create
+                           reference: ReferenceMaps | None = None, # the maps it was simulated from (written as its truth)
+                          ) -> Path:
+    "Write simulated masks as a BIDS lesion dataset (+ truth in phantom_truth/), atomically; returns `root`."
+    import json
+    from neurocomp.core import staged_directory
+    from neurocomp.lesions.application import LESION_MASK_SUFFIX
+    if not isinstance(sim, SimulatedLesions): raise TypeError(f"sim must be SimulatedLesions, got {type(sim).__name__}")
+    root = Path(root)
+    ids = [f"{i + 1:05d}" for i in range(sim.n_subjects)]
+    with staged_directory(root) as stage:
+        (stage / "dataset_description.json").write_text(json.dumps({"Name": "neurocomp simulated lesion masks (Kindalova 2021 simulator)",
+            "BIDSVersion": "1.9.0", "DatasetType": "derivative", "GeneratedBy": [{"Name": "neurocomp.lesions.simulate"}]}, indent=1))
+        pd.DataFrame({"participant_id": [f"sub-{i}" for i in ids], "age": sim.ages, "age_centred": sim.ages_centred}).to_csv(
+            stage / "participants.tsv", sep="\t", index=False)
+        for i, sid in enumerate(ids):
+            anat = stage / f"sub-{sid}" / "anat"; anat.mkdir(parents=True)
+            nib.save(sim.to_nifti(i), anat / f"sub-{sid}{LESION_MASK_SUFFIX}")
+        truth = stage / "phantom_truth"; truth.mkdir()
+        maps = {}
+        if reference is not None:
+            age = reference.age if sim.params.get("age_effect", True) else np.zeros_like(reference.age)
+            for term, values in (("Intercept", reference.intercept), ("age", age)):
+                maps[term] = f"coef_{term}.nii.gz"
+                nib.save(nib.Nifti1Image(np.where(sim.mask, values, 0).astype(np.float32), sim.affine), truth / maps[term])
+        (truth / "truth.json").write_text(json.dumps({"formula": "lesion ~ age_centred", "terms": list(maps), "maps": maps,
+                                                       "simulation": sim.params}, indent=1, default=str))
+    return root

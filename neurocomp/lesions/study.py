@@ -62,10 +62,10 @@ def _fit_bsglmm(Y, X, coords, *, seed=0, device=None, n_jobs=1, **options):
         if "min_ess" not in options: options.setdefault("store_draws", False)  # moments only: no draws kept per repetition
         res = fit_bsglmm(np.ascontiguousarray(Y[:, keep], dtype=np.uint8), X, coords[keep], seed=seed, device=device, **options)
         coef[keep], se[keep], z[keep] = res.coef, res.se, res.z
-        d = res.diagnostics or {}
-        ess = [v["min_ess_bulk"] for v in d.values() if isinstance(v, dict) and "min_ess_bulk" in v]
-        info.update(min_ess=float(min(ess)) if ess else np.nan,  # deterministic values only: files must not depend on timing
-                    samples=float(res.params.get("n_samples_used", res.params.get("n_samples", np.nan))))
+        run = res.params  # deterministic values only: files must not depend on timing
+        info.update(samples=float(run.get("n_samples_used", run.get("n_samples", np.nan))),
+                    min_ess=float(run.get("min_ess_achieved", np.nan)),
+                    ess_target_met=run.get("ess_target_met"), voxels_ess_unmet=run.get("n_voxels_ess_unmet"))
     finite = keep & np.isfinite(coef).all(1) & np.isfinite(se).all(1)
     return MethodFit(coef, se, z, finite, method="BSGLMM", info=info)
 
@@ -95,10 +95,10 @@ MEANBR_CONTROL = {"epsilon": 1e-5, "maxit": 10_000, "slowit": 0.5}  # the author
 _APPLICATION = dict(formula="lesion ~ bp + age * sex + head_size", effect="bp", centre=("age",), standardise=("bp", "head_size"),
                     application_methods=("ML", "MeanBR", "BSGLMM"), fdr_alpha=0.05)
 PROFILES = {
-    "quick": dict(reference="auto", z_range=(44, 48), n_subjects=(250, 1000), repetitions=3, null_n_subjects=(250,),
+    "quick": dict(reference="auto", z_range=(45, 47), n_subjects=(250, 1000), repetitions=3, null_n_subjects=(250,),
                   null_repetitions=3, methods=("ML", "MeanBR", "BSGLMM"), m_star=(100, 500), length_scale=1.5,
                   convention="randomfields", bins=INCIDENCE_BINS, n_reference=13680, ml_control={},
-                  meanbr_control=MEANBR_CONTROL, bsglmm_options={"burn_in": 50, "n_samples": 100}, bsglmm_repetitions=1,
+                  meanbr_control=MEANBR_CONTROL, bsglmm_options={"burn_in": 30, "n_samples": 60}, bsglmm_repetitions=1,
                   bsglmm_lattice="analysis_mask", method_options={},
                   phantom={"n_subjects": 2000, "resolution": 4.0, "bp_effect": 0.15}, tuning_length_scales=(1.0, 1.5, 2.0),
                   tuning_every=2, **_APPLICATION),
@@ -679,7 +679,7 @@ def run_application(cohort, # a neurocomp.cohorts.Cohort of binary lesion masks 
     return results
 
 # %% ../../nbs/15_lesion_study.ipynb #2887a845
-def tuning_experiment(cohort, # None (the configured reference) or a folder in the authors' layout (maps + data/simulated_data)
+def tuning_experiment(cohort, # None, a folder in the authors' layout (maps + data/simulated_data), or a BIDS lesion dataset with ages
                       config: dict, # from `study_config`: tuning_length_scales, tuning_every, seed (Fig S3: a second seed)
                       progress: bool = True, # tqdm over the ℓ grid
                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -689,10 +689,14 @@ def tuning_experiment(cohort, # None (the configured reference) or a folder in t
     if cohort is None and config["reference"] == "ukb":
         from neurocomp.manifest import dataset_dir
         cohort = dataset_dir("kindalova2021")
-    if cohort is not None:
-        ref_maps = open_study_input(cohort, config)
-        if not isinstance(ref_maps, ReferenceMaps): raise ValueError(f"{cohort}: the tuning experiment needs a folder in the authors' layout, not a lesion cohort")
+    found = open_study_input(cohort, config) if cohort is not None else None
+    if isinstance(found, ReferenceMaps):
+        ref_maps = found
         ref_summaries = reference_mask_summaries(cohort).iloc[::every].reset_index(drop=True)
+    elif found is not None:  # real masks with ages: the comparison the paper made, against the configured reference maps
+        from neurocomp.lesions.metrics import lesion_summaries
+        ref_maps = load_reference(config["reference"])
+        ref_summaries = lesion_summaries(found).iloc[::every].reset_index(drop=True)
     else:
         ref_maps = load_reference("synthetic")
         ref_summaries = tuning_summaries(ref_maps, (1.5,), 1000 // every, seed=10_000, progress=False)
