@@ -100,7 +100,7 @@ PROFILES = {
                   convention="randomfields", bins=INCIDENCE_BINS, n_reference=13680, ml_control={},
                   meanbr_control=MEANBR_CONTROL, bsglmm_options={"burn_in": 30, "n_samples": 60}, bsglmm_repetitions=1,
                   bsglmm_lattice="analysis_mask", method_options={},
-                  phantom={"n_subjects": 2000, "resolution": 4.0, "bp_effect": 0.15}, tuning_length_scales=(1.0, 1.5, 2.0),
+                  phantom={"n_subjects": 1000, "resolution": 4.0, "bp_effect": 0.2}, tuning_length_scales=(1.0, 1.5, 2.0),
                   tuning_every=2, **_APPLICATION),
     "paper": dict(reference="auto", z_range=None, n_subjects=(250, 1000), repetitions=1000, null_n_subjects=(250, 1000),
                   null_repetitions=1000, methods=("ML", "MeanBR", "BSGLMM"), m_star=(1000, 5000, 10000), length_scale=1.5,
