@@ -111,7 +111,7 @@ PROFILES = {
                   phantom={"n_subjects": 13680, "resolution": 2.0, "bp_effect": 0.15},
                   tuning_length_scales=(1.0, 1.25, 1.5, 1.75, 2.0), tuning_every=1, **_APPLICATION),
 }
-STUDY_VERSION = 2
+STUDY_VERSION = 3
 _GLM_CONTROLS = {"epsilon", "maxit", "slowit", "max_step_factor", "separation_ratio"}
 
 def study_config(profile: str = "quick", # "quick" or "paper"
@@ -303,7 +303,8 @@ def run_repetition(reference: ReferenceMaps, # the study's reference (`study_ref
         out[f"{name}/finite"] = finite[evaluate]
         out[f"{name}/fitted"] = np.array(int(cols.sum()))
         out[f"{name}/info"] = np.array(json.dumps(info, default=float))
-        out[f"{name}/dice"] = dice(np.where(finite, full["z"][:, 1], np.nan))
+        # a method that did not run in this repetition has no overlap (NaN), not the overlap of an all-zero map
+        out[f"{name}/dice"] = dice(np.where(finite, full["z"][:, 1], np.nan)) if cols.any() else np.full(len(m_star), np.nan)
         if rep == 0:
             for k in ("coef", "z"): out[f"{name}/map_{k}"] = np.where(finite[:, None], full[k], np.nan).astype(np.float32)
     if rep == 0:
