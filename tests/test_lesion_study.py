@@ -123,7 +123,7 @@ def test_bsglmm_runs_on_the_analysis_mask(tmp_path, monkeypatch):
     monkeypatch.setenv("NEUROCOMP_CACHE", str(tmp_path))
     config = study_config("quick", **{**SMALL, "z_range": (46, 47), "n_subjects": (80,), "repetitions": 1,
                           "null_n_subjects": (80,), "methods": ("ML", "MeanBR", "BSGLMM"),
-                          "bsglmm_options": {"n_samples": 30, "burn_in": 10}})
+                          "bsglmm_options": {"n_samples": 20, "burn_in": 10, "min_ess": 5, "max_samples": 40}})  # the paper profile's form
     results = run_study(None, config, progress=False)
     assert results.methods == ["ML", "MeanBR", "BSGLMM"]
     assert "BSGLMM" in results.accuracy_table(80).columns and results.accuracy_table(80)["BSGLMM"].notna().any()
@@ -133,6 +133,7 @@ def test_bsglmm_runs_on_the_analysis_mask(tmp_path, monkeypatch):
     assert counts.mean_regressions < counts.BSGLMM_voxels_fitted <= counts.analysis_mask_voxels
     info = results.method_info(80).set_index("method").loc["BSGLMM"]
     assert info.lattice_voxels + info.excluded_voxels == counts.analysis_mask_voxels
+    assert 20 <= info.samples <= 40 and (info.min_ess >= 5) == bool(info.ess_target_met)  # the run to an ESS target is recorded
     coefs = results.coefficients(80)
     assert (coefs[coefs.method == "BSGLMM"].status == "finite").sum() > (coefs[coefs.method == "MeanBR"].status == "finite").sum()
 
