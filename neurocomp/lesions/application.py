@@ -47,8 +47,8 @@ def prepare_covariates(table: pd.DataFrame, # covariates in their units (e.g. pa
     check_covariate_types(out, [*centre, *standardise])
     for c in centre: out[c] = out[c] - out[c].mean()
     for c in standardise:
+        if out[c].nunique() < 2: raise ValueError(f"covariate {c!r} is constant: it cannot be standardised")
         sd = out[c].std(ddof=0)
-        if not sd > 0: raise ValueError(f"covariate {c!r} is constant: it cannot be standardised")
         out[c] = (out[c] - out[c].mean()) / sd
     return out
 
