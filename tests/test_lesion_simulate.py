@@ -111,3 +111,59 @@ def test_masks_match_the_authors_1000_masks(kindalova2021):
     # power: the paper's written convention (a √2 larger effective scale) does not match the authors' masks
     wrong = lesion_summaries(simulate_lesion_masks(ukb, 500, 1.5, convention="paper", ages=theirs.age.to_numpy()[::2], seed=2021))
     assert min(ks_2samp(wrong[k].dropna(), theirs[k].dropna()).pvalue for k in ("count", "mean_size")) < 1e-4
+
+
+def test_an_absurd_length_scale_is_refused_before_allocating():
+    "Issue 17 item 8: ℓ = 1e9 asked for 44.7 GiB; now the memory estimate refuses first, naming ℓ."
+    import tracemalloc
+    from neurocomp.core import InsufficientMemoryError
+    ref = synthetic_reference(4.0)
+    tracemalloc.start()
+    with pytest.raises(InsufficientMemoryError, match=r"length scale ℓ = 1e\+09"): simulate_lesion_masks(ref, 4, 1e9)
+    assert tracemalloc.get_traced_memory()[1] < 50e6  # nothing big was allocated on the way to the refusal
+    tracemalloc.stop()
+    with pytest.raises(ValueError): GaussianRandomField((10, 10, 10), 1e7)  # InsufficientMemoryError is a ValueError too
+
+
+from hypothesis import event, given, settings, HealthCheck, strategies as st
+
+
+@st.composite
+def simulator_inputs(draw):
+    "Mostly sound reference maps and parameters, with one kind of fault at a time a third of the time."
+    fault = draw(st.sampled_from([None] * 8 + ["empty_brain", "nan_map", "shape", "age_range", "flat_range", "ell", "ages",
+                                             "convention", "n"]))
+    shape = draw(st.sampled_from([(4, 4, 3), (6, 5, 2), (3, 3, 3)]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    brain = np.zeros(shape, bool) if fault == "empty_brain" else rng.random(shape) < 0.8
+    incidence = np.where(rng.random(shape) < 0.7, rng.uniform(0.001, 0.3, shape), 0.0)
+    intercept = rng.normal(-1.0, 0.5, shape); age = rng.normal(0.02, 0.02, shape)
+    if fault == "nan_map": intercept[...] = np.nan
+    if fault == "shape": age = age[:-1]
+    age_range = {"age_range": (80.0, 45.0), "flat_range": (50.0, 50.0)}.get(fault, (45.0, 80.0))
+    n = -1 if fault == "n" else draw(st.integers(1, 12))
+    ell = draw(st.sampled_from([0.0, -1.0, float("nan"), float("inf"), 1e9])) if fault == "ell" else draw(st.sampled_from([0.5, 1.5, 3.0]))
+    ages = draw(st.sampled_from([[30.0, 60.0], [np.nan], []])) if fault == "ages" else draw(st.sampled_from([None, [50.0, 60.0, 70.0]]))
+    convention = "matern" if fault == "convention" else draw(st.sampled_from(["randomfields", "paper"]))
+    return dict(shape=shape, brain=brain, incidence=incidence, intercept=intercept, age=age, age_range=age_range, n=n,
+                ell=ell, ages=ages, age_effect=draw(st.booleans()), convention=convention)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(simulator_inputs())
+def test_simulator_properties(p):
+    "Every generated input: binary masks inside the analysis mask, seeded, or a ValueError/TypeError naming the problem."
+    try:
+        ref = ReferenceMaps(p["intercept"], p["age"], p["incidence"], p["brain"], np.eye(4), p["age_range"], 62.0)
+        ages = p["ages"]
+        sim = simulate_lesion_masks(ref, p["n"], p["ell"], ages=ages, age_effect=p["age_effect"], convention=p["convention"], seed=1)
+    except (ValueError, TypeError) as e:
+        event(f"refused: {type(e).__name__}")
+        assert len(str(e)) > 15, repr(e)
+        return
+    event("simulated")
+    assert sim.Y.dtype == np.uint8 and set(np.unique(sim.Y)) <= {0, 1}
+    assert sim.Y.shape == (sim.n_subjects, int(ref.analysis_mask.sum())) and sim.n_subjects == (p["n"] if ages is None else len(ages))
+    assert np.all(sim.ages >= ref.age_range[0]) and np.all(sim.ages <= ref.age_range[1])
+    again = simulate_lesion_masks(ref, p["n"], p["ell"], ages=ages, age_effect=p["age_effect"], convention=p["convention"], seed=1)
+    assert np.array_equal(sim.Y, again.Y)

@@ -34,9 +34,17 @@ def mask_summary(mask: np.ndarray) -> tuple[int, int, float]:
     _, count = cc3d.connected_components(mask, connectivity=6, return_N=True)
     return volume, int(count), volume / count
 
-def lesion_summaries(lesions: SimulatedLesions, # simulated masks
+def lesion_summaries(lesions, # SimulatedLesions, or a lesion-mask Cohort (`load_bids_lesion_cohort`) with an `age` column
                     ) -> pd.DataFrame:
-    "Per-subject volume, count and mean lesion size (plus age) of simulated masks."
+    "Per-subject volume, count and mean lesion size (plus age) of simulated masks or of a cohort's masks on disk."
+    if not isinstance(lesions, SimulatedLesions):
+        from neurocomp.cohorts import Cohort
+        if not isinstance(lesions, Cohort): raise TypeError(f"lesions must be SimulatedLesions or a Cohort, got {type(lesions).__name__}")
+        if "age" not in lesions.phenotypes.columns: raise ValueError(f"the cohort's table has no 'age' column (columns: {list(lesions.phenotypes.columns)})")
+        rows = [mask_summary(np.asarray(lesions.load_image(i).dataobj) > 0.5) for i in range(len(lesions))]
+        out = pd.DataFrame(rows, columns=list(SUMMARIES))
+        out.insert(0, "age", pd.to_numeric(lesions.phenotypes["age"]).to_numpy())
+        return out
     idx = np.argwhere(lesions.mask)
     lo, hi = idx.min(0), idx.max(0) + 1
     box = np.zeros(tuple(hi - lo), dtype=np.uint8)

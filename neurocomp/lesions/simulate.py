@@ -13,12 +13,13 @@ import nibabel as nib
 import scipy.fft
 from scipy import ndimage
 from scipy.special import ndtri
-from ..core import as_generator
+from ..core import as_generator, check_memory
 
 # %% auto #0
 __all__ = ['COVARIANCE_CONVENTIONS', 'UKB_AGE_RANGE', 'UKB_AGE_MEAN', 'SYNTHETIC_AGE_RANGE', 'SYNTHETIC_AGE_MEAN',
-           'squared_exponential', 'GaussianRandomField', 'ReferenceMaps', 'load_ukb_reference', 'synthetic_reference',
-           'simulate_ages', 'check_ages', 'SimulatedLesions', 'simulate_lesion_masks']
+           'squared_exponential', 'embedding_torus', 'grf_bytes', 'GaussianRandomField', 'ReferenceMaps',
+           'load_ukb_reference', 'synthetic_reference', 'simulate_ages', 'check_ages', 'SimulatedLesions',
+           'simulate_lesion_masks', 'write_simulated_cohort']
 
 # %% ../../nbs/13_lesion_simulate.ipynb #8213767e
 COVARIANCE_CONVENTIONS = ("randomfields", "paper")
@@ -39,6 +40,25 @@ def _check_length_scale(length_scale):
         raise ValueError(f"the GRF length scale ℓ must be a positive number of voxels, got {length_scale}")
 
 # %% ../../nbs/13_lesion_simulate.ipynb #24b9d3c5
+def embedding_torus(shape: tuple, # box shape (voxels)
+                    length_scale: float, # ℓ in voxels
+                    convention: str = "randomfields", # covariance convention, see `squared_exponential`
+                    pad: int | None = None, # padding per axis (default ceil(6ℓ) in the randomfields convention)
+                   ) -> tuple[int, tuple]:
+    "(pad, torus shape) of the circulant embedding of a box; nothing allocated."
+    effective = length_scale if convention == "randomfields" else length_scale * np.sqrt(2)
+    pad = int(np.ceil(6 * effective)) if pad is None else int(pad)
+    if pad < 0: raise ValueError(f"pad must be >= 0, got {pad}")
+    # next_fast_len only for sizes an FFT could ever take; absurd sizes go straight to the memory check
+    torus = tuple(scipy.fft.next_fast_len(n + pad) if n + pad < 2**31 else n + pad for n in shape)
+    return pad, torus
+
+def grf_bytes(torus: tuple) -> int:
+    "Peak bytes of setting up and sampling a circulant embedding on `torus` (float64 set-up arrays, complex128 spectrum)."
+    voxels = int(np.prod([int(m) for m in torus], dtype=object))
+    return 8 * int(sum(torus)) + voxels * (8 + 8 + 8 + 16 + 4)  # axes; dist², cov, sqrt temp, fftn complex128, float32 scale
+
+# %% ../../nbs/13_lesion_simulate.ipynb #a40af0a7
 class GaussianRandomField:
     "Sampler of zero-mean, unit-variance squared-exponential GRFs on a box, by FFT circulant embedding."
     def __init__(self, shape: tuple, # box shape (voxels)
@@ -51,9 +71,10 @@ class GaussianRandomField:
         squared_exponential(0.0, length_scale, convention)  # validates the convention
         if len(shape) != 3 or min(shape) < 1: raise ValueError(f"shape must be 3 positive ints, got {shape}")
         self.shape, self.length_scale, self.convention = tuple(int(s) for s in shape), float(length_scale), convention
-        effective = length_scale if convention == "randomfields" else length_scale * np.sqrt(2)
-        self.pad = int(np.ceil(6 * effective)) if pad is None else int(pad)
-        self.torus = tuple(scipy.fft.next_fast_len(n + self.pad) for n in self.shape)
+        self.pad, self.torus = embedding_torus(self.shape, length_scale, convention, pad)
+        check_memory(grf_bytes(self.torus), f"the Gaussian random field of length scale ℓ = {length_scale:g} voxels on a "
+                     f"{'×'.join(map(str, self.shape))} box (its circulant-embedding torus is {'×'.join(map(str, self.torus))} "
+                     f"voxels: the box plus {self.pad} voxels, 6ℓ, of padding per axis; the paper's ℓ is 1.5)")
         self.workers = workers or os.cpu_count()
         axes = [np.minimum(np.arange(m), m - np.arange(m)).astype(float) for m in self.torus]
         dist2 = axes[0][:, None, None]**2 + axes[1][None, :, None]**2 + axes[2][None, None, :]**2
@@ -281,6 +302,7 @@ def simulate_lesion_masks(reference: ReferenceMaps, # reference maps (Step 1)
     local = np.ravel_multi_index(tuple((idx - lo).T), grf.shape)  # mask voxels inside the box, C order
     b0 = reference.intercept[mask]
     b1 = reference.age[mask] if age_effect else np.zeros_like(b0)
+    check_memory(n_subjects * idx.shape[0], f"{n_subjects} simulated masks at {idx.shape[0]} analysis voxels (uint8)")
     Y = np.empty((n_subjects, idx.shape[0]), dtype=np.uint8)
     from tqdm.auto import tqdm
     bar = tqdm(total=n_subjects, desc="simulating masks", disable=not progress)
@@ -295,3 +317,34 @@ def simulate_lesion_masks(reference: ReferenceMaps, # reference maps (Step 1)
     params = dict(reference=reference.name, n_subjects=n_subjects, length_scale=float(length_scale), convention=convention,
                   centre=centre, age_effect=age_effect, seed=seed if isinstance(seed, (int, type(None))) else "generator")
     return SimulatedLesions(Y, mask, ages, ages_centred, reference.affine, params)
+
+# %% ../../nbs/13_lesion_simulate.ipynb #1d8a5d4b
+def write_simulated_cohort(sim: SimulatedLesions, # from `simulate_lesion_masks`
+                           root: str | os.PathLike, # the BIDS folder to (re)create
+                           reference: ReferenceMaps | None = None, # the maps it was simulated from (written as its truth)
+                          ) -> Path:
+    "Write simulated masks as a BIDS lesion dataset (+ truth in phantom_truth/), atomically; returns `root`."
+    import json
+    from neurocomp.core import staged_directory
+    from neurocomp.lesions.application import LESION_MASK_SUFFIX
+    if not isinstance(sim, SimulatedLesions): raise TypeError(f"sim must be SimulatedLesions, got {type(sim).__name__}")
+    root = Path(root)
+    ids = [f"{i + 1:05d}" for i in range(sim.n_subjects)]
+    with staged_directory(root) as stage:
+        (stage / "dataset_description.json").write_text(json.dumps({"Name": "neurocomp simulated lesion masks (Kindalova 2021 simulator)",
+            "BIDSVersion": "1.9.0", "DatasetType": "derivative", "GeneratedBy": [{"Name": "neurocomp.lesions.simulate"}]}, indent=1))
+        pd.DataFrame({"participant_id": [f"sub-{i}" for i in ids], "age": sim.ages, "age_centred": sim.ages_centred}).to_csv(
+            stage / "participants.tsv", sep="\t", index=False)
+        for i, sid in enumerate(ids):
+            anat = stage / f"sub-{sid}" / "anat"; anat.mkdir(parents=True)
+            nib.save(sim.to_nifti(i), anat / f"sub-{sid}{LESION_MASK_SUFFIX}")
+        truth = stage / "phantom_truth"; truth.mkdir()
+        maps = {}
+        if reference is not None:
+            age = reference.age if sim.params.get("age_effect", True) else np.zeros_like(reference.age)
+            for term, values in (("Intercept", reference.intercept), ("age", age)):
+                maps[term] = f"coef_{term}.nii.gz"
+                nib.save(nib.Nifti1Image(np.where(sim.mask, values, 0).astype(np.float32), sim.affine), truth / maps[term])
+        (truth / "truth.json").write_text(json.dumps({"formula": "lesion ~ age_centred", "terms": list(maps), "maps": maps,
+                                                       "simulation": sim.params}, indent=1, default=str))
+    return root
