@@ -8,6 +8,7 @@ import math, os, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+import nibabel as nib  # the inherited `mask_img: nib.Nifti1Image` annotation is resolved in this module (show_doc, typing.get_type_hints)
 import numba
 from numba import njit, prange
 import scipy.fft

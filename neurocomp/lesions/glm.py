@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+import nibabel as nib  # the inherited `mask_img: nib.Nifti1Image` annotation is resolved in this module (show_doc, typing.get_type_hints)
 import pandas as pd
 from numba import njit
 from scipy.special import ndtr, ndtri
