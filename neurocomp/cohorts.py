@@ -361,9 +361,15 @@ class CohortDataset:
         if source not in ("disk", "memmap"): raise ValueError(f"source must be 'disk' or 'memmap', got {source!r}")
         self.cohort, self.transform, self.source = cohort, transform, source
         self.targets = None if targets is None else self._targets(targets)
-        # the stack is opened lazily in each process: a pickled np.memmap would copy its data into every worker
+        # the stack file is opened lazily in each process (a pickled np.memmap would copy its data into every worker) and
+        # read with positioned reads, not mapped: pages of a mapping count as the process's resident memory until unmapped,
+        # so an epoch over a mapped 17 GB stack would show 17 GB of RSS; reads go through the page cache all the same
         self._stack_path = Path(cohort.memmap(cache).filename) if source == "memmap" else None
         self._stack = None
+        if self._stack_path is not None:
+            header = np.load(self._stack_path, mmap_mode="r")  # only for the layout: data offset, item shape, dtype
+            self._offset, self._item_shape, self._dtype = header.offset, tuple(header.shape[1:]), header.dtype
+            del header
 
     def _targets(self, targets) -> np.ndarray:
         if isinstance(targets, str):
@@ -387,13 +393,17 @@ class CohortDataset:
         return hashlib.sha256(json.dumps([self.cohort.fingerprint(), targets, str(getattr(self.targets, "dtype", None)),
                                           repr(self.transform)]).encode()).hexdigest()[:24]
 
-    def __getstate__(self): return {**self.__dict__, "_stack": None}
+    def __getstate__(self): return {**self.__dict__, "_stack": None}  # each process opens its own file handle
     def __len__(self): return len(self.cohort)
     def __getitem__(self, i):
         import torch
+        i = range(len(self))[i]  # negative indices count from the end; out of range is an IndexError
         if self._stack_path is not None:
-            if self._stack is None: self._stack = np.load(self._stack_path, mmap_mode="r")
-            data = np.array(self._stack[i])
+            if self._stack is None: self._stack = open(self._stack_path, "rb", buffering=0)
+            data = np.empty(self._item_shape, self._dtype)
+            self._stack.seek(self._offset + int(i) * data.nbytes)
+            n = self._stack.readinto(memoryview(data).cast("B"))
+            if n != data.nbytes: raise ImageCheckError(f"{self._stack_path}: the cached stack is truncated at image {i}; delete it to rebuild")
         else: data = self.cohort.array(i)
         x = torch.from_numpy(data)[None]
         if self.transform is not None: x = self.transform(x)
