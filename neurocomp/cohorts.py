@@ -328,11 +328,14 @@ class Cohort:
             if need > 0.95 * free:
                 raise ValueError(f"the memory-mapped stack {shape} float32 needs {need / 2**30:.1f} GiB on disk but {folder} "
                                  f"has {free / 2**30:.1f} GiB free; pass cache= a folder with more space")
-            with atomic_path(target) as tmp:  # another process may build the same stack: the last rename wins, both complete
-                stack = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            # written with plain sequential writes, not through a writable mapping: a mapping's dirty pages count as this
+            # process's resident memory (the whole stack, by the end); another process may build the same stack at the
+            # same time: each writes its own temporary file and the last rename wins, both complete
+            with atomic_path(target) as tmp, open(tmp, "wb") as f:
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": shape}
+                np.lib.format.write_array_header_1_0(f, header)
                 for i in tqdm(range(len(self)), desc="caching images", unit="img", leave=False, disable=not progress):
-                    stack[i] = self.array(i)
-                stack.flush(); del stack
+                    np.ascontiguousarray(self.array(i), dtype=np.float32).tofile(f)
         stack = np.load(target, mmap_mode="r")
         if stack.shape != shape: raise ValueError(f"{target}: cached stack has shape {stack.shape}, expected {shape}; delete it")
         return stack
