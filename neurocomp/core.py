@@ -13,8 +13,9 @@ import numpy as np
 import platformdirs
 
 # %% auto #0
-__all__ = ['data_dir', 'cache_dir', 'atomic_path', 'write_text_atomic', 'write_json_atomic', 'file_sha256', 'params_hash',
-           'as_generator', 'get_device', 'package_versions', 'git_commit', 'provenance']
+__all__ = ['data_dir', 'cache_dir', 'atomic_path', 'write_text_atomic', 'write_json_atomic', 'staged_directory',
+           'InsufficientMemoryError', 'available_memory', 'check_memory', 'file_sha256', 'params_hash', 'as_generator',
+           'get_device', 'package_versions', 'git_commit', 'provenance']
 
 # %% ../nbs/00_core.ipynb #39cd0151
 def data_dir() -> Path:
@@ -66,6 +67,79 @@ def _json_default(o):
     if isinstance(o, np.ndarray): return o.tolist()
     if isinstance(o, Path): return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+# %% ../nbs/00_core.ipynb #bf775a79
+def _exchange(a: Path, b: Path) -> bool:
+    "Atomically exchange two paths with renameat2(RENAME_EXCHANGE); False where the system cannot."
+    if sys.platform != "linux": return False
+    import ctypes
+    try: libc = ctypes.CDLL(None, use_errno=True); renameat2 = libc.renameat2
+    except (OSError, AttributeError): return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0: return True
+    return False  # e.g. EINVAL on file systems without exchange support: fall back
+
+@contextlib.contextmanager
+def staged_directory(path: str | os.PathLike, # the folder to (re)create atomically
+                    ):
+    "Yield a fresh staging folder next to `path`; on success it replaces `path` atomically, on error it is deleted."
+    import shutil
+    from filelock import FileLock
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir(): raise ValueError(f"{path} exists and is not a folder")
+    stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".staging", dir=path.parent))
+    os.chmod(stage, 0o777 & ~_current_umask())
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    with FileLock(str(path.parent / f".{path.name}.lock")):
+        if path.exists() and _exchange(stage, path): old = stage  # the previous outputs now sit at the staging name
+        else:
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old / "previous")
+            os.replace(stage, path)
+    if old is not None: shutil.rmtree(old, ignore_errors=True)
+
+# %% ../nbs/00_core.ipynb #98c256b5
+class InsufficientMemoryError(MemoryError, ValueError):
+    "An allocation would exceed the memory available (a ValueError too, so callers can treat it as bad input)."
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if abs(n) < 1024 or unit == "EiB": return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+def _parse_bytes(text: str) -> int:
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(text[-1:], 1)
+    try: return int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError: raise ValueError(f"NEUROCOMP_MEMORY_LIMIT={text!r} is not a size (e.g. 8G)") from None
+
+def available_memory() -> int:
+    "Bytes of memory available to this process (psutil's estimate, capped by `NEUROCOMP_MEMORY_LIMIT`)."
+    import psutil
+    available = int(psutil.virtual_memory().available)
+    limit = os.environ.get("NEUROCOMP_MEMORY_LIMIT")
+    return min(available, _parse_bytes(limit)) if limit else available
+
+def check_memory(nbytes: float, # bytes the allocation needs
+                 what: str, # what is being allocated, for the message (e.g. "the image stack (2000, 128, 128, 128) float32")
+                 fraction: float = 0.9, # share of the available memory one allocation may take
+                ) -> int:
+    "Raise `InsufficientMemoryError` naming `what` when `nbytes` exceeds `fraction` of the available memory; else return it."
+    try: nbytes = float(nbytes)
+    except (TypeError, ValueError): raise TypeError(f"check_memory: nbytes must be a number, got {type(nbytes).__name__}") from None
+    if not np.isfinite(nbytes) or nbytes < 0: raise ValueError(f"{what}: the size estimate {nbytes} bytes is not a valid size")
+    available = available_memory()
+    if nbytes > fraction * available:
+        raise InsufficientMemoryError(f"{what} needs {_format_bytes(nbytes)}, but only {_format_bytes(available)} of memory "
+                                      f"is available; use a smaller problem, a coarser grid, or a machine with more memory")
+    return int(nbytes)
 
 # %% ../nbs/00_core.ipynb #ec2148a5
 def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

@@ -1,0 +1,140 @@
+"""One training epoch over N images of 128^3 streamed from disk vs today's in-memory loop: peak RSS and throughput of both.
+
+Issue 12 ("big cohorts"): no loader or study may need all images in memory. This benchmark writes N float32 NIfTI
+images (.nii.gz, the UK Biobank format) in the `table` layout, then runs, each in its own process so their memory is
+measured apart, in the same invocation:
+
+- in-memory: `cohort.to_array()` stacks every image (N x 128^3 float32: 16.8 GB for N = 2000), then `train_model` on
+  the tensors (what the studies did before);
+- streamed: `train_model` on `cohort.torch_dataset()`, a map-style dataset read by a DataLoader with worker processes.
+
+Peak RSS is the largest total resident memory of each run's process tree (the run and its DataLoader workers), polled
+every 50 ms. Throughput is training images per second over the epoch (the same seeded model, batches and validation
+set; the in-memory run's loading time is printed apart). Goals: streamed peak RSS <= 4 GB and throughput >= 0.8x the
+in-memory loop.
+
+    python benchmarks/cohort_streaming_benchmark.py [--n 2000] [--shape 128 128 128] [--model tiny|cnn] [--workers 2]
+"""
+import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time
+from pathlib import Path
+import numpy as np
+
+HERE = Path(__file__).resolve()
+
+
+def write_images(root: Path, n: int, shape, seed: int = 0):
+    "N brain-like float32 images (an ellipsoid of quantised intensities on zeros, as skull-stripped T1s) and a target."
+    import pandas as pd
+    import nibabel as nib
+    from neurocomp.cohorts import write_cohort
+    nib.openers.Opener.default_compresslevel = 1  # writing speed only; the reader does not care
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+    brain = (grid ** 2).sum(0) < 0.8
+    offsets = rng.normal(0, 1, n)
+    def images():
+        for i in range(n):
+            noise = rng.integers(0, 40, shape).astype(np.float32)
+            yield np.where(brain, np.float32(300 + 20 * offsets[i]) + noise, np.float32(0))
+    table = pd.DataFrame({"participant_id": [f"sub-{i:05d}" for i in range(n)], "target": offsets})
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    return write_cohort(root, "table", images(), table, affine, progress=True)
+
+
+def make_model(kind: str, shape, width: float):
+    import torch
+    from torch import nn
+    torch.manual_seed(0)
+    if kind == "cnn":  # the Table 1 CNN of Brueggeman 2020 (compute-bound, as real training is)
+        from neurocomp.sex_differences import brueggeman_cnn
+        return brueggeman_cnn(tuple(shape), width=width)
+    # a strided convolution and a linear read-out: nearly no compute, so reading the images dominates (the worst case)
+    return nn.Sequential(nn.Conv3d(1, 4, 8, stride=8), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(4, 1))
+
+
+def child(mode: str, root: str, a) -> dict:
+    "One run (a separate process): load the cohort, train one epoch, report timings."
+    import torch
+    from torch import nn
+    from neurocomp.cohorts import load_cohort
+    from neurocomp.training import train_model
+    cohort = load_cohort(Path(root) / "table.csv", "table", check="header", progress=False)
+    targets = cohort.phenotypes.target.to_numpy(np.float32)
+    val = cohort.subset(np.arange(a.n_val))
+    model = make_model(a.model, a.shape, a.width)
+    common = dict(epochs=1, batch_size=a.batch_size, lr=1e-4, patience=None, seed=0, device="cpu", progress=False)
+    t0 = time.perf_counter()
+    if mode == "memory":
+        x = torch.from_numpy(cohort.to_array(progress=False))[:, None]
+        xv = x[: a.n_val]; y = torch.from_numpy(targets)[:, None]
+        load_s = time.perf_counter() - t0; t0 = time.perf_counter()
+        history, _ = train_model(model, (x, y), (xv, y[: a.n_val]), nn.MSELoss(), **common)
+    else:
+        load_s = 0.0
+        history, _ = train_model(model, cohort.torch_dataset(targets=targets), val.torch_dataset(targets=targets[: a.n_val]),
+                                 nn.MSELoss(), n_workers=a.workers, **common)
+    epoch_s = time.perf_counter() - t0
+    return {"mode": mode, "load_s": load_s, "epoch_s": epoch_s, "images_per_s": len(cohort) / epoch_s,
+            "val_loss": float(history.val_loss.iloc[-1])}
+
+
+def run_measured(mode: str, root: Path, argv: list) -> dict:
+    "Run one mode in a subprocess, polling the peak total RSS of its process tree."
+    import psutil
+    proc = subprocess.Popen([sys.executable, str(HERE), "--child", mode, "--root", str(root), *argv], stdout=subprocess.PIPE, text=True)
+    parent = psutil.Process(proc.pid); peak = 0
+    def poll():
+        nonlocal peak
+        while proc.poll() is None:
+            try:
+                total = parent.memory_info().rss + sum(c.memory_info().rss for c in parent.children(recursive=True))
+                peak = max(peak, total)
+            except psutil.Error: pass
+            time.sleep(0.05)
+    watcher = threading.Thread(target=poll, daemon=True); watcher.start()
+    out, _ = proc.communicate(); watcher.join()
+    if proc.returncode != 0: return {"mode": mode, "error": f"exit code {proc.returncode}", "peak_rss_gb": peak / 1e9}
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_gb"] = peak / 1e9
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000); ap.add_argument("--n-val", type=int, default=16)
+    ap.add_argument("--shape", type=int, nargs=3, default=[128, 128, 128]); ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--model", choices=["cnn", "tiny"], default="tiny"); ap.add_argument("--width", type=float, default=0.125)
+    ap.add_argument("--workers", type=int, default=2); ap.add_argument("--dir", default=None, help="where to write the images")
+    ap.add_argument("--keep", action="store_true"); ap.add_argument("--child", default=None); ap.add_argument("--root", default=None)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(a.child, a.root, a))); return
+    base = Path(a.dir) if a.dir else Path(os.environ.get("NEUROCOMP_CACHE") or tempfile.gettempdir())
+    root = base / f"streaming_benchmark_n{a.n}_{'x'.join(map(str, a.shape))}"
+    t0 = time.perf_counter()
+    if not (root / "table.csv").exists(): write_images(root, a.n, a.shape)
+    print(f"{a.n} images of {tuple(a.shape)} float32 (.nii.gz) in {root}: {sum(p.stat().st_size for p in root.rglob('*.nii.gz')) / 1e9:.1f} GB "
+          f"on disk, written in {time.perf_counter() - t0:.0f} s")
+    argv = ["--n-val", str(a.n_val), "--shape", *map(str, a.shape), "--batch-size", str(a.batch_size), "--model", a.model,
+            "--width", str(a.width), "--workers", str(a.workers)]
+    import torch
+    print(f"model {a.model}{f' (width {a.width})' if a.model == 'cnn' else ''}, batch {a.batch_size}, one epoch + {a.n_val} "
+          f"validation images, {torch.get_num_threads()} torch threads, {a.workers} DataLoader workers, {os.cpu_count()} CPUs")
+    streamed = run_measured("stream", root, argv)
+    memory = run_measured("memory", root, argv)
+    for r in (memory, streamed):
+        if "error" in r: print(f"  {r['mode']:8s} FAILED ({r['error']}), peak RSS {r['peak_rss_gb']:.2f} GB"); continue
+        load = f", loading {r['load_s']:.0f} s before the epoch" if r["load_s"] else ""
+        print(f"  {'in-memory' if r['mode'] == 'memory' else 'streamed':9s} peak RSS {r['peak_rss_gb']:6.2f} GB   epoch {r['epoch_s']:7.1f} s   "
+              f"{r['images_per_s']:6.2f} images/s{load}   val loss {r['val_loss']:.4g}")
+    if "error" not in streamed:
+        print(f"streamed peak RSS {streamed['peak_rss_gb']:.2f} GB (goal <= 4 GB): {'met' if streamed['peak_rss_gb'] <= 4 else 'NOT met'}")
+    if "error" not in streamed and "error" not in memory:
+        ratio = streamed["images_per_s"] / memory["images_per_s"]
+        print(f"throughput streamed / in-memory: {ratio:.3f} (goal >= 0.8): {'met' if ratio >= 0.8 else 'NOT met'}; "
+              f"RSS ratio in-memory / streamed: {memory['peak_rss_gb'] / streamed['peak_rss_gb']:.1f}x")
+    if not a.keep: shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
