@@ -1,16 +1,17 @@
 """Mask-optimisation speed vs a plain forward+backward of the same CNN (Thibeau-Sutre 2020 masks).
 
 Prints mask iterations/s (one Adam update of a group mask on one image, as `optimize_mask` runs it) and plain
-training-step iterations/s (forward + cross-entropy backward through the weights, batch of 1) at the quick (8 mm,
-23x28x23, 4 blocks) and paper (1.5 mm, 121x145x121, 7 blocks) grids, on CPU and on CUDA when present.
-Goal: mask step <= 1.3x the plain step. Run: `python benchmarks/mask_benchmark.py [--paper-iters N]`.
+training-step iterations/s (forward + cross-entropy backward through the weights, batch of 1) at the quick (4 mm,
+46x55x46, 5 blocks) and paper (1.5 mm, 121x145x121, 7 blocks) grids, on CPU and on CUDA when present; and the cost of
+the two regularisers of eq. (2) on the paper's grid: the numba kernel `optimize_mask` uses vs the same expression in
+torch autograd. Goal: mask step <= 1.3x the plain step. Run: `python benchmarks/mask_benchmark.py [--paper-iters N]`.
 """
 import argparse, time
 import numpy as np
 import torch
 from torch import nn
 from neurocomp.perturbation.classifier import ADClassifier
-from neurocomp.perturbation.masks import optimize_mask
+from neurocomp.perturbation.masks import optimize_mask, mask_regularization, _torch_regularization, regularization_weights
 
 
 def plain_steps_per_second(model, x, iters, device):
@@ -56,7 +57,7 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    grids = {"quick 8 mm 23x28x23": dict(shape=(23, 28, 23), filters=(4, 8, 16, 32), sub_blocks=(1, 1, 2, 2), iters=args.quick_iters),
+    grids = {"quick 4 mm 46x55x46": dict(shape=(46, 55, 46), filters=(4, 8, 16, 32, 32), sub_blocks=(1, 1, 2, 2, 2), iters=args.quick_iters),
              "paper 1.5 mm 121x145x121": dict(shape=(121, 145, 121), filters=None, sub_blocks=None, iters=args.paper_iters)}
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'grid':28s} {'device':6s} {'mask it/s':>10s} {'fwd+bwd it/s':>13s} {'mask/plain time':>16s}")
@@ -72,6 +73,24 @@ def main():
                 plain = max(plain, plain_steps_per_second(model, x, iters, device))
                 mask = max(mask, mask_steps_per_second(model, x, iters, device))
             print(f"{name:28s} {device.type:6s} {mask:10.2f} {plain:13.2f} {plain / mask:15.2f}x", flush=True)
+    costs = regulariser_costs()
+    print("regularisers on 121x145x121 (forward + backward): " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in costs.items()))
+
+
+def regulariser_costs(rounds=3):
+    "Seconds per forward+backward of the two regularisers on the paper's grid: numba kernel vs torch autograd."
+    shape = (121, 145, 121)
+    m = (1 - 0.3 * torch.rand(1, *shape) * (torch.rand(1, *shape) < 0.05)).clamp(0, 1)
+    w_area, w_axes = regularization_weights(shape, "mean")
+    out = {}
+    for name, fn in (("numba kernel", lambda x: mask_regularization(x, 1e-4, 1e-2, 0.1, 1.0)),
+                     ("torch autograd", lambda x: _torch_regularization(x, 0.1, 1.0, 1e-6, w_area, w_axes))):
+        best = float("inf")
+        for _ in range(rounds):
+            x = m.clone().requires_grad_(True)
+            t = time.perf_counter(); a, s = fn(x); (a.sum() + s.sum()).backward(); best = min(best, time.perf_counter() - t)
+        out[name] = best
+    return out
 
 
 if __name__ == "__main__":
