@@ -28,7 +28,6 @@ def test_a_smaller_model_leaves_no_stale_maps(tmp_path):
     out = tmp_path / "maps"
     fit_lesion_maps(paths, table, "lesion ~ bp + age", output_dir=out)
     assert (out / "z_bp.nii.gz").exists() and (out / "zfdr_bp.nii.gz").exists()
-    (out / "notes.txt").write_text("a file the user put there")  # the folder is the function's: replaced whole
     fit_lesion_maps(paths, table, "lesion ~ age", output_dir=out)
     names = {p.name for p in out.iterdir()}
     assert not {n for n in names if "bp" in n}, names
@@ -131,3 +130,19 @@ def test_fit_lesion_maps_properties(inputs):
     if method == "meanbr": assert np.isfinite(out.coef).all()
     images = out.to_nifti()
     assert all(img.shape == masks.shape[1:] for img in images.values())
+
+
+def test_output_dir_with_the_users_files_is_refused_not_emptied(tmp_path):
+    "fit_lesion_maps replaces output_dir whole, so a folder holding files it did not write is refused and left intact."
+    import numpy as np, nibabel as nib, pandas as pd, pytest
+    from neurocomp.lesions.mapping import fit_lesion_maps
+    rng = np.random.default_rng(0)
+    masks = [nib.Nifti1Image((rng.random((5, 5, 5)) < 0.3).astype(np.uint8), np.eye(4)) for _ in range(40)]
+    covariates = pd.DataFrame({"age": rng.normal(size=40)})
+    out = tmp_path / "maps"; out.mkdir(); (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="did not write"): fit_lesion_maps(masks, covariates, "lesion ~ age", output_dir=out)
+    assert (out / "notes.txt").read_text() == "mine"
+    reused = tmp_path / "reused"
+    fit_lesion_maps(masks, covariates, "lesion ~ age", output_dir=reused)
+    fit_lesion_maps(masks, covariates, "lesion ~ 1", output_dir=reused)  # an earlier run's maps are replaced
+    assert not (reused / "z_age.nii.gz").exists() and (reused / "z_Intercept.nii.gz").exists()

@@ -329,6 +329,13 @@ def write_maps(maps: VoxelwiseResults, # results with a mask_img
               ) -> Path:
     "Replace `output_dir` with the results' NIfTI maps (+ provenance.json), built in a staging folder first."
     images = maps.to_nifti()  # every image built before the folder is touched
+    # the folder is replaced whole, so a folder holding anything but an earlier run's maps is refused, never emptied
+    folder = Path(output_dir)
+    if folder.is_dir():
+        foreign = [p.name for p in folder.iterdir() if not (p.name == "provenance.json" or p.name.endswith(".nii.gz"))]
+        if foreign or (any(folder.iterdir()) and not (folder / "provenance.json").exists()):
+            raise ValueError(f"output_dir {folder} holds files that fit_lesion_maps did not write (e.g. {(foreign or ['NIfTI without provenance.json'])[0]}): "
+                             "it would be replaced whole, so choose a new or empty folder")
     with staged_directory(output_dir) as stage:
         for name, img in images.items(): nib.save(img, stage / f"{name}.nii.gz")
         if record is not None: write_json_atomic(stage / "provenance.json", record)
