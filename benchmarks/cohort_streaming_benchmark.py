@@ -50,7 +50,7 @@ def make_model(kind: str, shape, width: float):
     from torch import nn
     torch.manual_seed(0)
     if kind == "cnn":  # the Table 1 CNN of Brueggeman 2020 (compute-bound, as real training is)
-        from neurocomp.sex_differences import brueggeman_cnn
+        from neurocomp.sexdiff.methods import brueggeman_cnn
         return brueggeman_cnn(tuple(shape), width=width)
     # a strided convolution and a linear read-out: nearly no compute, so reading the images dominates (the worst case)
     return nn.Sequential(nn.Conv3d(1, 4, 8, stride=8), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(4, 1))

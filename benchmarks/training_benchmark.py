@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 from neurocomp.training import train_model
-from neurocomp.sex_differences import brueggeman_cnn
+from neurocomp.sexdiff.methods import brueggeman_cnn
 
 
 def bare_loop(model, x, y, xv, yv, epochs, batch_size, lr, channels_last, seed=0):
