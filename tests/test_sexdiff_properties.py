@@ -14,7 +14,7 @@ from neurocomp.sexdiff.methods import (assign_splits, brueggeman_cnn, input_box,
                                        volume_features, feature_columns)
 from neurocomp.sexdiff.study import study_config
 
-FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=25, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])  # reproducible in CI
 OK_ERRORS = (ValueError, TypeError)
 finite = st.floats(-1e6, 1e6, allow_nan=False)
 anything = st.floats(allow_nan=True, allow_infinity=True)
