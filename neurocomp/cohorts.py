@@ -328,11 +328,14 @@ class Cohort:
             if need > 0.95 * free:
                 raise ValueError(f"the memory-mapped stack {shape} float32 needs {need / 2**30:.1f} GiB on disk but {folder} "
                                  f"has {free / 2**30:.1f} GiB free; pass cache= a folder with more space")
-            with atomic_path(target) as tmp:  # another process may build the same stack: the last rename wins, both complete
-                stack = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            # written with plain sequential writes, not through a writable mapping: a mapping's dirty pages count as this
+            # process's resident memory (the whole stack, by the end); another process may build the same stack at the
+            # same time: each writes its own temporary file and the last rename wins, both complete
+            with atomic_path(target) as tmp, open(tmp, "wb") as f:
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": shape}
+                np.lib.format.write_array_header_1_0(f, header)
                 for i in tqdm(range(len(self)), desc="caching images", unit="img", leave=False, disable=not progress):
-                    stack[i] = self.array(i)
-                stack.flush(); del stack
+                    np.ascontiguousarray(self.array(i), dtype=np.float32).tofile(f)
         stack = np.load(target, mmap_mode="r")
         if stack.shape != shape: raise ValueError(f"{target}: cached stack has shape {stack.shape}, expected {shape}; delete it")
         return stack
@@ -361,9 +364,15 @@ class CohortDataset:
         if source not in ("disk", "memmap"): raise ValueError(f"source must be 'disk' or 'memmap', got {source!r}")
         self.cohort, self.transform, self.source = cohort, transform, source
         self.targets = None if targets is None else self._targets(targets)
-        # the stack is opened lazily in each process: a pickled np.memmap would copy its data into every worker
+        # the stack file is opened lazily in each process (a pickled np.memmap would copy its data into every worker) and
+        # read with positioned reads, not mapped: pages of a mapping count as the process's resident memory until unmapped,
+        # so an epoch over a mapped 17 GB stack would show 17 GB of RSS; reads go through the page cache all the same
         self._stack_path = Path(cohort.memmap(cache).filename) if source == "memmap" else None
         self._stack = None
+        if self._stack_path is not None:
+            header = np.load(self._stack_path, mmap_mode="r")  # only for the layout: data offset, item shape, dtype
+            self._offset, self._item_shape, self._dtype = header.offset, tuple(header.shape[1:]), header.dtype
+            del header
 
     def _targets(self, targets) -> np.ndarray:
         if isinstance(targets, str):
@@ -387,13 +396,17 @@ class CohortDataset:
         return hashlib.sha256(json.dumps([self.cohort.fingerprint(), targets, str(getattr(self.targets, "dtype", None)),
                                           repr(self.transform)]).encode()).hexdigest()[:24]
 
-    def __getstate__(self): return {**self.__dict__, "_stack": None}
+    def __getstate__(self): return {**self.__dict__, "_stack": None}  # each process opens its own file handle
     def __len__(self): return len(self.cohort)
     def __getitem__(self, i):
         import torch
+        i = range(len(self))[i]  # negative indices count from the end; out of range is an IndexError
         if self._stack_path is not None:
-            if self._stack is None: self._stack = np.load(self._stack_path, mmap_mode="r")
-            data = np.array(self._stack[i])
+            if self._stack is None: self._stack = open(self._stack_path, "rb", buffering=0)
+            data = np.empty(self._item_shape, self._dtype)
+            self._stack.seek(self._offset + int(i) * data.nbytes)
+            n = self._stack.readinto(memoryview(data).cast("B"))
+            if n != data.nbytes: raise ImageCheckError(f"{self._stack_path}: the cached stack is truncated at image {i}; delete it to rebuild")
         else: data = self.cohort.array(i)
         x = torch.from_numpy(data)[None]
         if self.transform is not None: x = self.transform(x)

@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 from neurocomp.cohorts import load_cohort, write_fixture_cohort, Cohort, ImageCheckError
 from neurocomp.training import train_model
 
-SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True, database=None)
 TABLES = {"ukb": "ukb_main.csv", "caps": "labels.tsv", "bids": "participants.tsv"}
 MUTATIONS = ["none", "shift_affine", "other_shape", "truncate", "nan", "inf", "drop_row", "duplicate_row", "extra_row",
              "numeric_text", "ids_without_prefix", "ids_as_numbers", "delete_image", "delete_label", "above_one", "non_binary",
