@@ -283,7 +283,8 @@ def train_model(model: nn.Module, # the network (modified in place and returned)
                 mode: str | None = None, # "min" or "max" (default: min for val_loss, max for a metric)
                 restore_best: bool = True, # load the best epoch's weights at the end
                 device=None, # torch device (default: CUDA when available)
-                seed: int = 0, # seeds initial shuffling and torch RNG
+                seed: int = 0, # seeds the batch order (when shuffling) and torch RNG
+                shuffle: bool = True, # a new seeded order every epoch; False: the order given, every epoch (Keras fit(shuffle=False))
                 checkpoint: str | os.PathLike | None = None, # per-epoch checkpoint; resumes it when it is this run's
                 checkpoint_path: str | os.PathLike | None = None, # the older name of `checkpoint`
                 n_workers: int | None = None, # DataLoader workers for map-style datasets (None: CPUs - 2, at most 4; 0: main process)
@@ -299,6 +300,7 @@ def train_model(model: nn.Module, # the network (modified in place and returned)
     if epochs < 1 or batch_size < 1 or lr <= 0: raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1):
         raise ValueError(f"patience must be an int >= 1 or None, got {patience!r}")
+    if not isinstance(shuffle, (bool, np.bool_)): raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
     if not (monitor == "val_loss" or callable(monitor)): raise ValueError(f"monitor must be 'val_loss' or a metric function, got {monitor!r}")
     mode = mode or ("min" if monitor == "val_loss" else "max")
     if mode not in ("min", "max"): raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -317,7 +319,7 @@ def train_model(model: nn.Module, # the network (modified in place and returned)
         "train_data": data_fingerprint(train_dataset), "val_data": data_fingerprint(val_dataset),
         "hyper_parameters": {"lr": float(lr), "weight_decay": float(weight_decay), "batch_size": int(batch_size), "seed": int(seed),
                              "loss": repr(loss_fn), "monitor": monitor if isinstance(monitor, str) else getattr(monitor, "__name__", repr(monitor)),
-                             "mode": mode, "patience": patience},
+                             "mode": mode, "patience": patience, "shuffle": bool(shuffle)},
     } if checkpoint is not None else None
     torch.manual_seed(seed)
     model = model.to(device)
@@ -343,7 +345,7 @@ def train_model(model: nn.Module, # the network (modified in place and returned)
     for epoch in bar:
         if patience is not None and state["wait"] >= patience: break
         model.train(); t0 = time.perf_counter(); total = torch.zeros((), device=device)
-        order = torch.randperm(len(train), generator=generator)
+        order = torch.randperm(len(train), generator=generator) if shuffle else torch.arange(len(train))
         for idx, xb, yb in train.batches(order, batch_size):
             xb = _memory_format(xb.to(device, non_blocking=True), channels_last)
             yb = yb.to(device, non_blocking=True)

@@ -446,7 +446,7 @@ class InputDataset(torch.utils.data.Dataset):
 # %% ../../nbs/35_sexdiff_methods.ipynb #fc1ec2d0
 def train_cnn(inputs: CNNInputs, y, # prepared inputs and one target per input
               train: np.ndarray, val: np.ndarray, # positions in `inputs`
-              config: dict, # width, init, epochs, lr, batch_size, patience (the study's cnn_* keys)
+              config: dict, # width, init, epochs, lr, batch_size, patience, shuffle (the study's cnn_* keys)
               seed: int = 0, # seeds initialisation and batch order
               checkpoint: str | os.PathLike | None = None, # per-epoch checkpoint (resumes)
               device=None, progress: bool = True,
@@ -458,6 +458,7 @@ def train_cnn(inputs: CNNInputs, y, # prepared inputs and one target per input
     history, model = train_model(model, InputDataset(inputs, train, y[train]), InputDataset(inputs, val, y[val]), nn.MSELoss(),
                                  epochs=config["cnn_epochs"], batch_size=config["cnn_batch_size"], lr=config["cnn_lr"],
                                  patience=config["cnn_patience"], seed=seed,
+                                 shuffle=bool(config.get("cnn_shuffle", False)),  # train_cnn.py: fit(..., shuffle=False)
                                  checkpoint_path=checkpoint, device=device, progress=progress)
     return model.cpu().eval(), history
 

@@ -28,7 +28,7 @@ __all__ = ['PROFILES', 'STUDY_VERSION', 'METHOD_COLUMNS', 'BASELINE_COLUMNS', 's
 
 # %% ../../nbs/36_sexdiff_study.ipynb #442752e9
 _COMMON = dict(residuals="deviance", sd_limit=2.0, test_fraction=PAPER_TEST_FRACTION, n_folds=5, scale_on="all",
-               volume_models=VOLUME_MODELS, min_node_size=5, n_permutations=10, crop="fov", cnn_init="keras",
+               volume_models=VOLUME_MODELS, min_node_size=5, n_permutations=10, crop="fov", cnn_init="keras", cnn_shuffle=False,
                cnn_patience=5, attribution_fold=None, n_saliency=50, saliency_average="voxels", occlusion_metric="r",
                occlusion_fill=0.0, null_baselines=True, strict_baselines=False)
 PROFILES = {
@@ -39,9 +39,9 @@ PROFILES = {
     "paper": dict(_COMMON, phantom=dict(n_subjects=21390, resolution=1.0, effects=DEFAULT_EFFECTS), tune_length=10,
                   n_trees=500, input_shape=(128, 128, 128), cnn_width=1.0, cnn_epochs=50, cnn_lr=1e-5, cnn_batch_size=32),
 }
-STUDY_VERSION = 3  # part of the results cache key: bump when run_study's output changes
+STUDY_VERSION = 4  # part of the results cache key: bump when run_study's output changes
 
-_CHOICES = {"residuals": RESIDUAL_TYPES, "scale_on": ("all", "train"), "crop": ("fov", "brain"), "cnn_init": ("keras", "torch"),
+_CHOICES = {"residuals": RESIDUAL_TYPES, "scale_on": ("all", "train"), "crop": ("fov", "brain"), "cnn_init": ("keras", "torch"), "cnn_shuffle": (True, False),
             "saliency_average": ("voxels", "images"), "occlusion_metric": ("r", "r2"), "null_baselines": (True, False),
             "strict_baselines": (True, False)}
 _POSITIVE_INT = ("n_folds", "tune_length", "n_trees", "min_node_size", "n_permutations", "cnn_epochs", "cnn_batch_size",
