@@ -14,7 +14,8 @@ from torch import nn
 from .core import atomic_path, get_device
 
 # %% auto #0
-__all__ = ['as_tensors', 'pearson_r2', 'accuracy', 'data_fingerprint', 'architecture_fingerprint', 'predict', 'train_model']
+__all__ = ['as_tensors', 'pearson_r2', 'accuracy', 'data_fingerprint', 'architecture_fingerprint', 'predict',
+           'check_output_and_loss', 'train_model']
 
 # %% ../nbs/31_training.ipynb #b71e06cc
 def _finite_or_raise(x: torch.Tensor, what: str, rows=None):
@@ -123,6 +124,7 @@ class _Batches:
             first = _as_pair(data[0])
             if need_targets and len(first) != 2: raise ValueError(f"{name} needs images and targets")
             self.item_shape = tuple(first[0].shape)
+            self.first = first  # one item, for the output/loss check before training
             self.order = _EpochOrder()
             self.loader = torch.utils.data.DataLoader(data, batch_sampler=self.order, num_workers=n_workers, collate_fn=_collate,
                                                       pin_memory=device.type == "cuda", persistent_workers=n_workers > 0)
@@ -132,6 +134,10 @@ class _Batches:
             self.tensors, self.n = tensors, len(tensors[0])
             self.item_shape = tuple(tensors[0].shape[1:])
     def __len__(self): return self.n
+    def sample(self) -> tuple:
+        "The first item as a batch of one: (image, target)."
+        if self.streamed: return tuple(t[None] for t in self.first)
+        return tuple(t[:1] for t in self.tensors)
     def to(self, device):
         "Move in-memory tensors to `device` when they fit (no host-device copy per batch); streamed data stay on disk."
         if not self.streamed and device.type == "cuda":
@@ -269,6 +275,46 @@ def _evaluate(model, source, loss_fn, batch_size, device, channels_last, amp_dty
             total += float(loss_fn(out, yb)) * len(xb); preds.append(out.cpu())
     return total / len(source), torch.cat(preds).numpy()
 
+_CLASS_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss)
+_ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCEWithLogitsLoss, nn.BCELoss)
+
+def check_output_and_loss(model: nn.Module, # the network
+                          sample: tuple, # (images, targets): a batch of one training item
+                          loss_fn: Callable, # the loss train_model would use
+                         ) -> tuple:
+    "Raise ValueError when the model's output cannot be scored by the loss as intended; returns the output shape."
+    x, y = sample
+    was_training = model.training; model.eval()
+    try:
+        with torch.no_grad(): out = model(x.float())
+    except Exception as e:
+        raise ValueError(f"the model fails on one training item of shape {tuple(x.shape[1:])}: {type(e).__name__}: {e}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor): raise ValueError(f"the model must return one tensor, got {type(out).__name__}")
+    name = type(loss_fn).__name__
+    if isinstance(loss_fn, _CLASS_LOSSES):
+        n_classes = out.shape[1] if out.ndim >= 2 else 1
+        if n_classes < 2:
+            raise ValueError(f"{name} needs one output per class (>= 2), but the model has {n_classes} output: softmax over "
+                             f"one class is always 1, so the loss is constant and nothing is learned. Give the model 2 outputs "
+                             f"(one per class), or keep 1 output with nn.BCEWithLogitsLoss() and float 0/1 targets")
+        if torch.is_floating_point(y):
+            if tuple(y.shape) != tuple(out.shape):
+                raise ValueError(f"{name} with float targets needs class probabilities shaped like the output {tuple(out.shape[1:])}; "
+                                 f"got targets {tuple(y.shape[1:])} (class indices must be integers)")
+        elif tuple(y.shape) != (out.shape[0], *out.shape[2:]):
+            raise ValueError(f"{name} needs one integer class index per item (targets shaped {tuple(out.shape[2:])}); "
+                             f"got targets shaped {tuple(y.shape[1:])} for output {tuple(out.shape[1:])}")
+    elif isinstance(loss_fn, _ELEMENTWISE_LOSSES):
+        if not torch.is_floating_point(y):
+            raise ValueError(f"{name} needs float targets, got {y.dtype} (for class indices use nn.CrossEntropyLoss with one output per class)")
+        if tuple(y.shape) != tuple(out.shape):
+            raise ValueError(f"{name} compares outputs and targets element by element, but the model outputs {tuple(out.shape[1:])} "
+                             f"per item and the targets are {tuple(y.shape[1:])}: torch would broadcast them (to a batch x batch "
+                             f"table for (1,) against ()) and train on the wrong loss. Shape the targets like the outputs")
+    return tuple(out.shape[1:])
+
 def train_model(model: nn.Module, # the network (modified in place and returned)
                 train_dataset, # training data: TensorDataset, (x, y) tuple, or a map-style dataset (read from disk in batches)
                 val_dataset, # validation data, same forms (used for early stopping)
@@ -338,6 +384,7 @@ def train_model(model: nn.Module, # the network (modified in place and returned)
             raise ValueError(f"{checkpoint}: the checkpoint does not fit this model ({e}); delete it to train from the start") from None
         state = ckpt["state"]
     generator = torch.Generator().manual_seed(seed); generator.set_state(state["generator"])
+    if len(train): check_output_and_loss(model, tuple(t.to(device) for t in train.sample()), loss_fn)  # before any training
     train.to(device)
     yv_all = None
     from tqdm.auto import tqdm
