@@ -141,3 +141,20 @@ def test_paper_profile_runs_one_batch_on_cpu(tmp_path):
     report = smoke_test("paper", batch_size=2, device="cpu", folder=tmp_path)
     assert report["parameters"] == 14_750_167 and report["input_shape"] == (128, 128, 128)
     assert report["saliency_shape"] == (128, 128, 128) and np.isfinite(report["train_loss"])
+
+
+def test_manifest_phantom_entry_names_the_current_generator_and_profiles():
+    # issue 12: the manifest's phantom entry must not go stale (generator, profile sizes, native T1 read)
+    import importlib
+    from neurocomp.manifest import load_manifest
+    from neurocomp.sexdiff.study import PROFILES
+    manifest = load_manifest()
+    entry = manifest["brueggeman2020_phantom_t1"]
+    module, name = entry["generator"].rsplit(".", 1)
+    assert callable(getattr(importlib.import_module(module), name))
+    for profile in PROFILES:
+        phantom = PROFILES[profile]["phantom"]
+        assert entry["parameters"][profile] == {"n_subjects": phantom["n_subjects"], "resolution": phantom["resolution"]}, profile
+    assert "T1/T1_unbiased_brain.nii.gz" in entry["description"]
+    ukb = manifest["ukb_brueggeman2020"]
+    assert "T1/T1_unbiased_brain.nii.gz" in ukb["layout"] and "not T1_brain_to_MNI" in ukb["description"]
