@@ -158,3 +158,72 @@ def test_manifest_phantom_entry_names_the_current_generator_and_profiles():
     assert "T1/T1_unbiased_brain.nii.gz" in entry["description"]
     ukb = manifest["ukb_brueggeman2020"]
     assert "T1/T1_unbiased_brain.nii.gz" in ukb["layout"] and "not T1_brain_to_MNI" in ukb["description"]
+
+
+# --- an independently written UK Biobank bulk folder (issue 12 done-when) -------------------------------------------
+# Plain nibabel/pandas, no neurocomp writer: other eids, unrelated main-table columns, a participant without images,
+# native images on per-subject grids (shape, voxel size, origin), FSL-like dtypes.
+_FIRST_CODES = (10, 11, 12, 13, 16, 17, 18, 26, 49, 50, 51, 52, 53, 54, 58)
+
+
+def write_independent_ukb_folder(root: Path, n: int = 40, seed: int = 11) -> pd.DataFrame:
+    import nibabel as nib
+    rng = np.random.default_rng(seed)
+    eids = rng.choice(np.arange(1_000_000, 6_000_000), size=n + 1, replace=False)
+    sex = (rng.random(n + 1) < 0.5).astype(int); sex[:2] = (0, 1)
+    scale = np.exp(0.03 * rng.normal(size=n + 1) + 0.036 * sex)  # males' brains about 11% larger
+    rows = []
+    for i, eid in enumerate(eids):
+        vols = {f"{f}-2.0": float(v) for f, v in zip(range(25011, 25026), rng.normal(5000, 400, 15) * scale[i] ** 3)}
+        vols.update({"25002-2.0": 6.0e5 * scale[i] ** 3 * np.exp(0.05 * rng.normal()), "25004-2.0": 3.0e4 * np.exp(0.3 * rng.normal()),
+                     "25006-2.0": 7.0e5 * scale[i] ** 3 * np.exp(0.04 * rng.normal()), "25008-2.0": 5.0e5 * scale[i] ** 3 * np.exp(0.04 * rng.normal())})
+        vols["25010-2.0"] = vols["25006-2.0"] + vols["25008-2.0"]
+        vols["25000-2.0"] = float(np.exp(rng.normal(0, 0.02)) / scale[i] ** 3)  # head-size scaling to standard space
+        vols["25009-2.0"] = vols["25010-2.0"] * vols["25000-2.0"]
+        rows.append({"eid": int(eid), "31-0.0": int(sex[i]), "21003-2.0": int(rng.integers(45, 80)), "50-0.0": float(rng.normal(170, 9)),
+                     "53-2.0": f"2019-0{1 + i % 9}-1{i % 10}", "21001-0.0": float(rng.normal(27, 4)), **vols})
+        if i == n: break  # the last participant is in the table only (no bulk folder)
+        shape = tuple(int(s) for s in rng.integers(40, 50, 3))
+        zooms = rng.uniform(3.6, 4.4, 3)
+        affine = np.diag([*zooms, 1.0]); affine[:3, 3] = rng.uniform(-90, -70, 3)
+        grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+        r = np.sqrt(((grid / 0.8) ** 2).sum(0))
+        fast = np.where(r < 0.55, 3, np.where(r < 0.8, 2, np.where(r < 0.95, 1, 0))).astype(np.uint8)
+        first = np.zeros(shape, np.int16)
+        for k, code in enumerate(_FIRST_CODES):  # 15 small blocks inside the white matter, one per structure
+            a, b, c = (np.array(shape) * [0.3 + 0.1 * (k % 5), 0.35 + 0.1 * (k // 5), 0.5]).astype(int)
+            first[a:a + 3, b:b + 3, c - 2:c + 2] = code
+        t1 = np.choose(fast, [0.0, 0.25, 0.6, 1.0]).astype(np.float32) * rng.uniform(300, 600)
+        t1 += (fast > 0) * rng.normal(0, 15, shape).astype(np.float32)
+        t1[first == 10] *= 1.0 + 0.05 * sex[i]  # a little signal in one structure
+        folder = root / f"{eid}_20252_2_0" / "T1"
+        (folder / "T1_fast").mkdir(parents=True); (folder / "T1_first").mkdir()
+        nib.save(nib.Nifti1Image(np.clip(t1, 0, None), affine), folder / "T1_unbiased_brain.nii.gz")
+        nib.save(nib.Nifti1Image(fast, affine), folder / "T1_fast" / "T1_brain_pveseg.nii.gz")
+        nib.save(nib.Nifti1Image(first, affine), folder / "T1_first" / "T1_first_all_fast_firstseg.nii.gz")
+    table = pd.DataFrame(rows).sample(frac=1.0, random_state=seed)  # table order unrelated to the folders'
+    table.to_csv(root / "ukb_main.csv", index=False)
+    return table
+
+
+def test_run_study_on_an_independently_written_ukb_folder(tmp_path):
+    import time, warnings
+    from neurocomp.sexdiff.study import load_study_cohort, run_study
+    root = tmp_path / "ukb"; root.mkdir()
+    table = write_independent_ukb_folder(root)
+    with pytest.warns(UserWarning, match="1 of 41 participants have no"):
+        cohort = load_study_cohort(root)
+    assert len(cohort) == 40 and cohort.grid is None and "50-0.0" in cohort.phenotypes
+    assert len({tuple(np.round(cohort.load_image(i).affine.diagonal(), 3)) for i in range(5)}) == 5  # per-subject grids
+    config = study_config("quick", seed=0, cnn_epochs=1, tune_length=2, n_trees=20, n_permutations=2, n_saliency=10)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        res = run_study(str(root), config, progress=False, output_dir=tmp_path / "out", device="cpu")
+    seconds = time.perf_counter() - t0
+    perf = res.fig3()
+    assert set(perf.model) >= {"linear_regression", "elastic_net", "random_forest", "cnn"} and np.isfinite(perf.r2).all()
+    ranks = res.fig4()
+    assert len(ranks) == 18 and ranks[["linear_regression", "saliency", "occlusion"]].notna().all().all()
+    assert res.truth_recovery() is None  # no planted truth beside a real folder
+    assert seconds < 120, seconds  # about 30 s measured on the loaded 2-core machine

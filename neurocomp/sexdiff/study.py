@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from ..core import cache_dir, params_hash, provenance, staged_directory, write_json_atomic
-from ..cohorts import load_ukb_cohort
+from ..cohorts import UKB_IMAGE, load_ukb_cohort
 from ..results import StudyResults as _StudyResults, make_study_config
 from .phantom import (DEFAULT_EFFECTS, PHANTOM_DEFAULTS, REGIONS, check_effects, phantom_cohort_dir,
                                        read_truth)
@@ -88,7 +88,16 @@ def load_study_cohort(cohort=None, # a cohort object, a UK Biobank-layout folder
         missing = [a for a in ("images", "phenotypes", "load_image", "load_labels") if not hasattr(cohort, a)]
         if missing: raise TypeError(f"cohort must be a folder or a cohort object (missing {missing}), got {type(cohort).__name__}")
         return cohort
-    if cohort is not None: return load_ukb_cohort(cohort, check="header", progress=progress)
+    if cohort is not None:
+        # a UK Biobank main table lists every participant, the bulk folder only the imaged ones: keep those, and say so
+        loaded = load_ukb_cohort(cohort, check="header", unmatched_rows="drop", progress=progress)
+        table = Path(cohort) / "ukb_main.csv"
+        n_rows = len(pd.read_csv(table, usecols=["eid"])) if table.exists() else len(loaded)
+        if n_rows > len(loaded):
+            import warnings
+            warnings.warn(f"{table}: {n_rows - len(loaded)} of {n_rows} participants have no {UKB_IMAGE} folder and are left out "
+                          f"(the study uses the {len(loaded)} imaged participants)", stacklevel=2)
+        return loaded
     config = config or study_config()
     p = dict(config["phantom"])
     root = phantom_cohort_dir(p.pop("n_subjects"), p.pop("resolution"), p.pop("effects"), seed=config["seed"],
