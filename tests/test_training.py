@@ -108,3 +108,25 @@ def test_cohort_torch_dataset_end_to_end(tmp_path):
         train_model(_net(), cohort.torch_dataset(targets=-targets), cohort.subset([0, 1]).torch_dataset(targets=targets[:2]),
                     nn.MSELoss(), checkpoint=ck, n_workers=0, **{**KW, "epochs": 6})
     assert data_fingerprint(ds) == data_fingerprint(cohort.torch_dataset(targets=targets))
+
+
+def test_shuffle_false_keeps_the_given_order_every_epoch():
+    # Brueggeman 2020's train_cnn.py fits with shuffle=False: the items in the order given, every epoch
+    x, y = _data(0, n=16); seen = []
+    class Recording(Items):
+        def __getitem__(self, i): seen.append(int(i)); return super().__getitem__(i)
+    train_model(_net(), Recording(x, y), Items(x[:4], y[:4]), nn.MSELoss(), n_workers=0, shuffle=False, **{**KW, "epochs": 2})
+    assert seen[1:] == list(range(16)) * 2  # seen[0]: the first item, read once for its shape
+    seen.clear()
+    train_model(_net(), Recording(x, y), Items(x[:4], y[:4]), nn.MSELoss(), n_workers=0, shuffle=True, **{**KW, "epochs": 2})
+    assert sorted(seen[1:17]) == list(range(16)) and seen[1:17] != list(range(16))
+
+
+def test_output_and_loss_mismatches_are_refused_before_training():
+    x, y = _data(0, n=16); labels = (y[:, 0] > 0).long()
+    with pytest.raises(ValueError, match="one output per class"):
+        train_model(_net(), (x, labels), (x[:4], labels[:4]), nn.CrossEntropyLoss(), **KW)
+    with pytest.raises(ValueError, match="broadcast"):
+        train_model(_net(), (x, y[:, 0]), (x[:4], y[:4, 0]), nn.MSELoss(), **KW)
+    with pytest.raises(ValueError, match="float targets"):
+        train_model(_net(), (x, labels[:, None]), (x[:4], labels[:4, None]), nn.L1Loss(), **KW)
