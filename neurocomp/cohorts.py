@@ -614,14 +614,19 @@ def load_caps_cohort(root: str | os.PathLike, # a Clinica CAPS folder (t1-volume
     if modulated not in ("refuse", "rescale"): raise ValueError(f"modulated must be 'refuse' or 'rescale', got {modulated!r}")
     images = find_caps_images(root, space=space, group=group, tissue=tissue, modulated="*")
     if images.empty: raise ValueError(f"{root}: no CAPS t1-volume {tissue} maps matching {CAPS_SPACES[space].format(group=group, tissue=tissue, modulated='*')}")
-    if images.modulated.any():
-        if modulated == "refuse":
-            raise ValueError(f"{images.path[images.modulated].iloc[0]}: a modulated map (modulated-on): its values are volumes, "
-                             f"not probabilities, and exceed 1, which breaks the masks' mu = 1 and the 0.95 QC threshold. Use "
-                             f"the modulated-off maps, or pass modulated='rescale' to divide each map by its maximum")
-        if not images.modulated.all():  # both kinds: keep the modulated ones that were asked to be rescaled? no: ambiguous
-            raise ValueError(f"{root}: both modulated-on and modulated-off maps are present (e.g. {images.path[~images.modulated].iloc[0]}); "
-                             f"keep one kind in the folder")
+    if images.modulated.any() and not images.modulated.all():
+        # Clinica's t1-volume writes both kinds side by side; ClinicaDL reads the probability (modulated-off) maps
+        has_probability = set(map(tuple, images.loc[~images.modulated, ["participant_id", "session_id"]].values))
+        only_modulated = images[images.modulated & ~images[["participant_id", "session_id"]].apply(tuple, axis=1).isin(has_probability)]
+        if len(only_modulated):
+            raise ValueError(f"{only_modulated.path.iloc[0]}: this session has a modulated map but no modulated-off probability map, "
+                             f"while other sessions have one; {len(only_modulated)} session(s) like it. Run Clinica's t1-volume "
+                             f"for them again, or remove them")
+        images = images[~images.modulated].reset_index(drop=True)
+    if images.modulated.any() and modulated == "refuse":
+        raise ValueError(f"{images.path.iloc[0]}: a modulated map (modulated-on): its values are volumes, "
+                         f"not probabilities, and exceed 1, which breaks the masks' mu = 1 and the 0.95 QC threshold. Use "
+                         f"the modulated-off maps, or pass modulated='rescale' to divide each map by its maximum")
     images = images.drop(columns=["group", "modulated"])
     table, source = _table_arg(diagnosis_table, root / "labels.tsv", "ClinicaDL's diagnosis table", ["participant_id", *required], na_values, numeric_text, numeric=("age",))
     images, phenotypes = join_phenotypes(images, table, source, unmatched_rows)

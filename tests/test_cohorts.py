@@ -1,3 +1,4 @@
+from pathlib import Path
 "Cohort loaders on small generated BIDS / CAPS folders: every bad image or table is a clear error naming the file."
 import numpy as np
 import nibabel as nib
@@ -169,6 +170,18 @@ def test_missing_label_image_and_modulated_map(tmp_path):
     for p in list(caps.rglob("*modulated-off*")): p.rename(p.with_name(p.name.replace("modulated-off", "modulated-on")))
     with pytest.raises(ValueError, match="modulated-on_probability.nii.gz: a modulated map"): load_cohort(caps)
     assert load_caps_cohort(caps, modulated="rescale").array(0).max() == pytest.approx(1.0)
+
+
+def test_caps_folder_with_both_kinds_reads_the_probability_maps(tmp_path):
+    import shutil
+    caps = write_fixture_cohort(tmp_path / "caps", "caps", n=3)
+    originals = sorted(caps.rglob("*modulated-off*"))
+    for p in originals: shutil.copy(p, p.with_name(p.name.replace("modulated-off", "modulated-on")))  # as Clinica writes them
+    cohort = load_caps_cohort(caps)
+    assert len(cohort) == 3 and all("modulated-off" in Path(p).name for p in cohort.paths)
+    originals[1].unlink()  # one session left with its modulated map only
+    with pytest.raises(ValueError, match="modulated-on_probability.nii.gz: this session has a modulated map but no modulated-off"):
+        load_caps_cohort(caps)
 
 
 def test_memmap_is_cached_by_fingerprint_and_torch_dataset(tmp_path):
