@@ -86,12 +86,18 @@ def _check_grid(path: Path, img, grid: Grid, what: str = "the reference grid"):
 
 def _read_data(path: Path, img, dtype=np.float32, allow_nan: bool = False) -> np.ndarray:
     "The voxel values as a 3D array; a truncated file or non-finite values are errors naming the file."
-    try: data = np.asanyarray(img.dataobj)  # reads the whole file: a truncated or corrupt gzip fails here
+    try:  # reads the whole file: a truncated or corrupt gzip fails here
+        if str(path).endswith(".nii.gz") and hasattr(type(img), "from_bytes"):
+            # one C call decompresses the whole file; nibabel's chunked GzipFile reads cost ~15% more per volume, which
+            # streamed training pays on every item (gzip.decompress reads every member and fails on a truncated file)
+            img = type(img).from_bytes(gzip.decompress(Path(path).read_bytes()))
+        data = np.asanyarray(img.dataobj)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as e:
         raise ImageCheckError(f"{path}: not a readable NIfTI image ({type(e).__name__}: {e})") from None
     if data.ndim == 4: data = data[..., 0]
     data = np.asarray(data, dtype=dtype) if dtype is not None else np.asarray(data)
-    if np.issubdtype(data.dtype, np.floating):
+    # isfinite().all() is ~10x cheaper than counting NaN and inf: the counts are made only for the message
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         n_nan = 0 if allow_nan else int(np.isnan(data).sum()); n_inf = int(np.isinf(data).sum())
         if n_nan or n_inf:
             parts = ([f"{n_nan} NaN"] if n_nan else []) + ([f"{n_inf} infinite (±inf)"] if n_inf else [])
