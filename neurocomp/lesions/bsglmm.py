@@ -701,6 +701,9 @@ def fit_bsglmm(Y, # (n_subjects, n_voxels) binary lesion masks (bool/uint8)
                max_samples: int | None = None, # with `min_ess`: the most post-burn-in iterations per chain (default 10 x n_samples)
               ) -> BSGLMMResult:
     "Fit the Bayesian spatial probit GLMM of Ge et al. (2014) by Gibbs sampling; posterior maps per covariate."
+    if device is not None:  # a device that is not on this machine (device="cuda" without a GPU) is refused before any work
+        from neurocomp.core import get_device
+        device = get_device(device)
     Y8, Xf, names, wm = _validate_inputs(Y, X, voxel_coords, wm_prior)
     if covariate_names is not None:
         if len(covariate_names) != Xf.shape[1]: raise ValueError("covariate_names must have one name per column of X")
