@@ -93,8 +93,8 @@ def child(mode: str, root: str, a) -> dict:
     t0 = time.perf_counter()
     if mode == "memmap":
         stack_dir = Path(root) / ".stack"
-        train_ds = cohort.torch_dataset(targets=targets, source="memmap", cache=stack_dir)
-        val_ds = val.torch_dataset(targets=targets[: a.n_val], source="memmap", cache=stack_dir)
+        train_ds = cohort.torch_dataset(targets=targets, source="memmap", cache=stack_dir, stack_dtype=a.stack_dtype)
+        val_ds = val.torch_dataset(targets=targets[: a.n_val], source="memmap", cache=stack_dir, stack_dtype=a.stack_dtype)
         load_s = time.perf_counter() - t0; t0 = time.perf_counter()
         history, _ = train_model(model, train_ds, val_ds, nn.MSELoss(), n_workers=a.workers, **common)
     elif mode == "memory":
@@ -139,6 +139,7 @@ def main():
     ap.add_argument("--model", choices=["cnn", "tiny"], default="tiny"); ap.add_argument("--width", type=float, default=0.125)
     ap.add_argument("--workers", type=int, default=2); ap.add_argument("--dir", default=None, help="where to write the images")
     ap.add_argument("--sources", nargs="+", choices=["disk", "memmap"], default=["disk", "memmap"], help="streamed variants to run")
+    ap.add_argument("--stack-dtype", choices=["float32", "float16"], default="float32", help="dtype of the cached stack")
     ap.add_argument("--keep", action="store_true"); ap.add_argument("--child", default=None); ap.add_argument("--root", default=None)
     a = ap.parse_args()
     if a.child:
@@ -150,10 +151,10 @@ def main():
     print(f"{a.n} images of {tuple(a.shape)} float32 (.nii.gz) in {root}: {sum(p.stat().st_size for p in root.rglob('*.nii.gz')) / 1e9:.1f} GB "
           f"on disk, written in {time.perf_counter() - t0:.0f} s")
     argv = ["--n-val", str(a.n_val), "--shape", *map(str, a.shape), "--batch-size", str(a.batch_size), "--model", a.model,
-            "--width", str(a.width), "--workers", str(a.workers)]
+            "--width", str(a.width), "--workers", str(a.workers), "--stack-dtype", a.stack_dtype]
     import torch
     print(f"model {a.model}{f' (width {a.width})' if a.model == 'cnn' else ''}, batch {a.batch_size}, one epoch + {a.n_val} "
-          f"validation images, {torch.get_num_threads()} torch threads, {a.workers} DataLoader workers, {os.cpu_count()} CPUs")
+          f"validation images, {torch.get_num_threads()} torch threads, {a.workers} DataLoader workers, {os.cpu_count()} CPUs, {a.stack_dtype} stack")
     names = {"memory": "in-memory", "stream": "streamed from .nii.gz", "memmap": "streamed from the cached stack"}
     runs = [run_measured("stream" if s == "disk" else "memmap", root, argv) for s in a.sources]
     memory = run_measured("memory", root, argv)
