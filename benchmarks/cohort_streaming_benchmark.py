@@ -34,13 +34,17 @@ a fresh in-memory run in the same invocation:
       2 workers            streamed from the cached stack   1.66 GB   147.8 s   13.53      0.46x
     4 (4.6, 2.4-7.5)       in-memory                       17.25 GB    47.5 s   42.14
       4 workers            streamed from the cached stack   2.78 GB    92.7 s   21.58      0.51x
+    5 (3.5, 2.2-4.9)       in-memory                       17.23 GB    47.7 s   41.92
+      2 workers, float16   streamed from the cached stack   1.66 GB    78.3 s   25.55      0.61x (stack built: 136 s)
 
 Verdict: the memory goal (<= 4 GB) is met by both streamed paths at any N; the throughput goal (>= 0.8x) is met only
 in run 1, where CPU contention slowed the in-memory loop more than the streamed one. The streamed epoch is bound by
 reading: a cold 8 MB positioned read costs ~22 ms (warm: ~4 ms; sequential direct reads of this disk: 690 MB/s), the
 16.8 GB stack does not stay in the page cache beside a 17 GB in-memory peer and the other jobs, and collating a batch
 (np.stack, ~5 ms per image) comes on top; the .nii.gz path pays ~50-70 ms of decompression per volume. More workers
-overlap more reads (0 -> 2 -> 4 workers: 14.1 -> 13.5 -> 21.6 images/s, at different loads). See nbs/04_cohorts.
+overlap more reads (0 -> 2 -> 4 workers: 14.1 -> 13.5 -> 21.6 images/s, at different loads), and a float16 stack
+(`--stack-dtype float16`: half the bytes, values to 3 significant digits) read 25.6 images/s with 2 workers (0.61x;
+validation loss 0.9268 against 0.9267). See nbs/04_cohorts.
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time
 from pathlib import Path
