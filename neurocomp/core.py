@@ -13,9 +13,9 @@ import numpy as np
 import platformdirs
 
 # %% auto #0
-__all__ = ['data_dir', 'cache_dir', 'atomic_path', 'write_text_atomic', 'write_json_atomic', 'staged_directory',
-           'InsufficientMemoryError', 'available_memory', 'check_memory', 'file_sha256', 'params_hash', 'as_generator',
-           'get_device', 'package_versions', 'git_commit', 'provenance']
+__all__ = ['data_dir', 'cache_dir', 'atomic_path', 'write_text_atomic', 'write_json_atomic', 'check_output_dir',
+           'staged_directory', 'InsufficientMemoryError', 'available_memory', 'check_memory', 'file_sha256',
+           'params_hash', 'as_generator', 'get_device', 'check_count', 'package_versions', 'git_commit', 'provenance']
 
 # %% ../nbs/00_core.ipynb #39cd0151
 def data_dir() -> Path:
@@ -79,15 +79,31 @@ def _exchange(a: Path, b: Path) -> bool:
     if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0: return True
     return False  # e.g. EINVAL on file systems without exchange support: fall back
 
+def check_output_dir(path: str | os.PathLike, # the folder a function will create or replace
+                     name: str = "output_dir", # the parameter's name, for the message
+                    ) -> Path:
+    "`path` as a Path when a folder can be made there; else a ValueError naming it (it or a parent is a file, a parent is read-only)."
+    # called before the work, so a bad output_dir fails in a second, not after an hour of fitting, with the path named
+    # (mkdir would raise FileExistsError or NotADirectoryError naming only the parent)
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a folder path, got {type(path).__name__}")
+    path = Path(path)
+    if path.exists() and not path.is_dir(): raise ValueError(f"{name} {path} exists and is a file, not a folder")
+    for parent in path.parents:
+        if not parent.exists(): continue
+        if not parent.is_dir(): raise ValueError(f"{name} {path} cannot be created: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK): raise ValueError(f"{name} {path} cannot be created: {parent} is not writable")
+        break
+    return path
+
 @contextlib.contextmanager
 def staged_directory(path: str | os.PathLike, # the folder to (re)create atomically
                     ):
     "Yield a fresh staging folder next to `path`; on success it replaces `path` atomically, on error it is deleted."
     import shutil
     from filelock import FileLock
-    path = Path(path)
+    path = check_output_dir(path, "output folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not path.is_dir(): raise ValueError(f"{path} exists and is not a folder")
     stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".staging", dir=path.parent))
     os.chmod(stage, 0o777 & ~_current_umask())
     try:
@@ -159,11 +175,37 @@ def as_generator(seed: int | np.random.Generator | None) -> np.random.Generator:
     "A numpy Generator from an int seed, an existing Generator (returned as is) or None (fresh entropy)."
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
-def get_device(device=None):
-    "The torch device to use: `device` if given, else CUDA when available, else CPU."
+def get_device(device=None, # None (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", "mps" or a torch.device
+              ) -> "torch.device":
+    "The torch device to use: `device` if given and present here, else CUDA when available, else CPU."
     import torch
-    if device is not None: return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None: return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try: device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device={device!r} is not a torch device: use None, 'cpu', 'cuda' or 'cuda:N' ({str(e).splitlines()[0]})") from None
+    # a missing accelerator fails later inside torch ("Torch not compiled with CUDA enabled"): say it here, by name
+    if device.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0: raise ValueError(f"device={str(device)!r}: no CUDA GPU is available on this machine; use device='cpu' or None")
+        if device.index is not None and device.index >= n:
+            raise ValueError(f"device={str(device)!r}: this machine has {n} CUDA GPU(s) (cuda:0 to cuda:{n - 1})")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError("device='mps': Apple's Metal backend is not available on this machine; use device='cpu' or None")
+    return device
+
+# %% ../nbs/00_core.ipynb #ec98bd53
+def check_count(value, # the count to check (subjects, repetitions, samples...)
+                name: str, # the parameter's name, for the message
+                minimum: int = 1, # the smallest valid count
+               ) -> int:
+    "`value` as an int when it is a whole number ≥ `minimum` (3 or 3.0), else a ValueError naming `name`."
+    # numpy and random-number APIs take 2.5 subjects with a raw TypeError deep inside, or silently truncate it to 2
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a whole number ≥ {minimum}, got {value!r} ({type(value).__name__})")
+    if isinstance(value, (float, np.floating)):
+        if not (np.isfinite(value) and float(value).is_integer()): raise ValueError(f"{name} must be a whole number ≥ {minimum}, got {value!r}")
+    if int(value) < minimum: raise ValueError(f"{name} must be ≥ {minimum}, got {value!r}")
+    return int(value)
 
 # %% ../nbs/00_core.ipynb #14ec0673
 _PROVENANCE_PACKAGES = ("neurocomp", "numpy", "scipy", "pandas", "nibabel", "nilearn", "scikit-learn",

@@ -14,7 +14,7 @@ from scipy import stats
 from .core import staged_directory
 
 # %% auto #0
-__all__ = ['VoxelwiseResults', 'StudyResults', 'make_study_config']
+__all__ = ['STUDY_COMPLETE', 'VoxelwiseResults', 'StudyResults', 'make_study_config', 'load_study_results']
 
 # %% ../nbs/07_results.ipynb #6451d8a6
 @dataclass
@@ -109,6 +109,12 @@ class StudyResults:
     "Base of every paper's study results: the configuration and the output folder; subclasses add one method per figure/table."
     config: dict # the study configuration that produced these results
     output_dir: Path | None = field(default=None, kw_only=True) # where the study wrote its outputs, if anywhere
+    tables: dict = field(default_factory=dict, kw_only=True, repr=False) # name -> DataFrame, as read from <name>.csv
+    meta: dict = field(default_factory=dict, kw_only=True, repr=False) # what complete.json holds: key, sizes, timings, provenance
+
+    def timings(self) -> pd.Series:
+        "Seconds spent in each step of run_study (`meta['timings']`), a Series named 'seconds'; empty when none were recorded."
+        return pd.Series(dict((self.meta or {}).get("timings", {})), name="seconds", dtype=float)
 
 def make_study_config(profiles: dict, # {profile name: {parameter: default}}
                       profile: str = "quick", # which profile
@@ -125,3 +131,34 @@ def make_study_config(profiles: dict, # {profile name: {parameter: default}}
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)): raise TypeError(f"seed must be an int, got {seed!r}")
     seed = int(overrides.pop("seed", seed))
     return {**base, **overrides, "profile": profile, "seed": seed}
+
+# %% ../nbs/07_results.ipynb #029700f6
+STUDY_COMPLETE = "complete.json"
+"The file a study writes last into its results folder (with the staged swap): its presence marks a finished run."
+
+def load_study_results(folder: str | os.PathLike, # a finished run_study's results folder
+                       cls: type = StudyResults, # the results class to build (a StudyResults subclass)
+                       tables=None, # names of the <name>.csv tables to read (None: every .csv in the folder)
+                      ):
+    "A finished study's results from its folder: config and meta from complete.json, the tables, and masks.npz when `cls` has `masks`."
+    import dataclasses, json
+    if not (isinstance(cls, type) and issubclass(cls, StudyResults)): raise TypeError(f"cls must be a StudyResults subclass, got {cls!r}")
+    folder = Path(folder)
+    done = folder / STUDY_COMPLETE
+    if not done.exists(): raise FileNotFoundError(f"{folder}: no finished study here ({STUDY_COMPLETE} missing)")
+    try: meta = json.loads(done.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{done} is not valid JSON ({e}): the results folder is damaged; delete it and rerun the study") from None
+    config = meta.get("key", {}).get("config") if isinstance(meta, dict) and isinstance(meta.get("key"), dict) else None
+    if not isinstance(config, dict): raise ValueError(f"{done} holds no key.config: it was not written by a run_study")
+    names = sorted(p.stem for p in folder.glob("*.csv")) if tables is None else list(tables)
+    read = {}
+    for name in names:
+        path = folder / f"{name}.csv"
+        if not path.exists(): continue  # tables a study writes only in some runs (e.g. truth scores on phantoms)
+        try: read[name] = pd.read_csv(path)
+        except pd.errors.EmptyDataError: read[name] = pd.DataFrame()  # a table with no rows is written as an empty file
+    options = {"output_dir": folder, "tables": read, "meta": meta}
+    if "masks" in {f.name for f in dataclasses.fields(cls)} and (folder / "masks.npz").exists():
+        with np.load(folder / "masks.npz") as z: options["masks"] = {k: z[k] for k in z.files}
+    return cls(config, **options)

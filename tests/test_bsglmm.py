@@ -182,6 +182,15 @@ def test_bad_input_errors(change, message):
     with pytest.raises((ValueError, TypeError), match=message):
         fit_bsglmm(*change(Y, X, coords), n_samples=10, burn_in=0, progress=False)
 
+def test_a_device_that_is_not_here_is_refused_by_name():
+    "Issue 17 follow-up: device='cuda' without a GPU is a ValueError naming the device, not torch's AssertionError."
+    import torch
+    Y, X, coords = _line_problem()
+    bad = ["gpu"] + ([] if torch.cuda.is_available() else ["cuda", "cuda:0"])
+    for device in bad:
+        with pytest.raises(ValueError, match="device="):
+            fit_bsglmm(Y, X, coords, n_samples=10, burn_in=0, progress=False, device=device)
+
 # ---------------------------------------------------------------- run length from convergence (min_ess)
 
 def test_min_ess_resume_after_crash_in_a_later_block(tmp_path):

@@ -196,3 +196,18 @@ def test_memmap_is_cached_by_fingerprint_and_torch_dataset(tmp_path):
     assert x.shape == (1, 8, 10, 8) and y.dtype == torch.int64
     with pytest.raises(ValueError, match="one value per image"): cohort.torch_dataset(targets=[1, 2])
     with pytest.raises(ValueError, match=r"missing or non-finite values at rows \[1\]"): cohort.torch_dataset(targets=[1.0, np.nan, 2.0])
+
+
+def test_a_float16_stack_halves_the_bytes_and_serves_float32_items(tmp_path):
+    "The float16 option of the cached stack (the streaming benchmark's read-bound path): own cache key, close values, clear errors."
+    cohort = load_cohort(write_fixture_cohort(tmp_path / "caps", "caps", n=3))
+    full = cohort.memmap(cache=tmp_path / "cache", progress=False)
+    half = cohort.memmap(cache=tmp_path / "cache", progress=False, dtype="float16")
+    assert half.dtype == np.float16 and half.filename != full.filename
+    assert np.allclose(half, full, rtol=1e-3, atol=1e-4)
+    ds16 = cohort.torch_dataset(targets=np.arange(3.0), source="memmap", cache=tmp_path / "cache", stack_dtype="float16")
+    ds32 = cohort.torch_dataset(targets=np.arange(3.0), source="memmap", cache=tmp_path / "cache")
+    x16, x32 = ds16[2][0], ds32[2][0]
+    assert x16.dtype == x32.dtype and np.allclose(x16.numpy(), x32.numpy(), rtol=1e-3, atol=1e-4)
+    assert ds16.fingerprint() != ds32.fingerprint()  # a checkpoint trained on one is not resumed on the other
+    with pytest.raises(ValueError, match="dtype must be one of"): cohort.memmap(cache=tmp_path / "cache", dtype="int8")

@@ -146,3 +146,28 @@ def test_output_dir_with_the_users_files_is_refused_not_emptied(tmp_path):
     fit_lesion_maps(masks, covariates, "lesion ~ age", output_dir=reused)
     fit_lesion_maps(masks, covariates, "lesion ~ 1", output_dir=reused)  # an earlier run's maps are replaced
     assert not (reused / "z_age.nii.gz").exists() and (reused / "z_Intercept.nii.gz").exists()
+
+
+def test_output_dir_under_a_file_is_refused_before_the_fit(tmp_path):
+    "Issue 17 follow-up: an output_dir below a regular file is a ValueError naming the path, raised before any work."
+    paths, table = _cohort(tmp_path, n=20)
+    (tmp_path / "notes.txt").write_text("mine")
+    for bad in (tmp_path / "notes.txt" / "maps", tmp_path / "notes.txt"):
+        with pytest.raises(ValueError, match="output_dir") as info:
+            fit_lesion_maps(paths, table, ["bp"], output_dir=bad)
+        assert str(bad) in str(info.value)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert not list(tmp_path.glob(".*staging"))
+
+
+@pytest.mark.parametrize("odd", [0, 1, 7])
+def test_a_mask_on_another_grid_is_named_even_when_it_is_the_first(tmp_path, odd):
+    "Issue 17 follow-up: the grid most masks share is the reference, so the odd mask is named wherever it stands."
+    paths, table = _cohort(tmp_path, n=8)
+    img = nib.load(paths[odd])
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), np.diag([1.0, 1.0, 1.0, 1.0])), paths[odd])
+    with pytest.raises(ValueError, match="different grid") as info:
+        fit_lesion_maps(paths, table, ["bp"])
+    message = str(info.value)
+    assert str(paths[odd]) in message and "7 of the 8 masks" in message
+    assert not any(str(p) in message for i, p in enumerate(paths) if i != odd)

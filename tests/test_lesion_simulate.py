@@ -61,6 +61,20 @@ def test_bad_input_is_refused():
     with pytest.raises(TypeError): simulate_lesion_masks(ref.intercept, 4)
 
 
+def test_fractional_counts_are_refused_by_name():
+    "Issue 17 follow-up: 2.5 subjects (or fields, repetitions) is a ValueError naming the count, not numpy's TypeError."
+    from neurocomp.lesions.study import study_config
+    ref = synthetic_reference()
+    for bad in (2.5, "4", float("nan"), True, 0):
+        with pytest.raises(ValueError, match="n_subjects"): simulate_lesion_masks(ref, bad)
+    with pytest.raises(ValueError, match="n must"): GaussianRandomField((8, 8, 8), 1.5).sample(1.5)
+    assert simulate_lesion_masks(ref, 4.0, seed=0).n_subjects == 4  # a whole number written as a float is fine
+    with pytest.raises(ValueError, match="repetitions"): study_config("quick", repetitions=1.5)
+    with pytest.raises(ValueError, match="null_repetitions"): study_config("quick", null_repetitions=-1)
+    with pytest.raises(ValueError, match="n_subjects"): study_config("quick", n_subjects=(50, 2.5))
+    assert study_config("quick", n_subjects=50)["n_subjects"] == (50,)
+
+
 def test_reference_maps_on_another_grid_are_refused(kindalova2021, tmp_path):
     data = tmp_path / "data"; (data / "UKB_summaries").mkdir(parents=True)
     src = kindalova2021 / "data"

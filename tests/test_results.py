@@ -3,7 +3,7 @@ import numpy as np
 import nibabel as nib
 import pytest
 from dataclasses import dataclass
-from neurocomp.results import VoxelwiseResults, StudyResults, make_study_config
+from neurocomp.results import VoxelwiseResults, StudyResults, make_study_config, load_study_results, STUDY_COMPLETE
 
 
 def _mask(shape=(5, 4, 3), n=7, seed=0):
@@ -57,3 +57,36 @@ def test_make_study_config_rejects_unknown_profile_and_keys():
         make_study_config(profiles, "quick", 0, {"n_epochs": 1})
     with pytest.raises(TypeError, match="seed must be an int"): make_study_config(profiles, "quick", "0")
     assert StudyResults({"a": 1}).config == {"a": 1}
+
+
+def test_load_study_results_reads_a_results_folder_into_the_packages_class(tmp_path):
+    "The generic reader the paper packages share (issue 12 follow-up): config/meta, tables, masks, timings(), clear errors."
+    import json
+    from dataclasses import field
+    import pandas as pd
+
+    @dataclass
+    class Toy(StudyResults):
+        masks: dict = field(default_factory=dict, kw_only=True)
+        def fig3(self): return self.tables["performance"]
+
+    folder = tmp_path / "study"
+    with pytest.raises(FileNotFoundError, match="complete.json"): load_study_results(folder, Toy)
+    folder.mkdir()
+    pd.DataFrame({"model": ["lm", "cnn"], "r2": [0.08, 0.004]}).to_csv(folder / "performance.csv", index=False)
+    (folder / "truth.csv").write_text("")  # a table with no rows
+    np.savez_compressed(folder / "masks.npz", fold0=np.zeros((3, 3, 3), np.float32))
+    config = {"profile": "quick", "seed": 0}
+    (folder / STUDY_COMPLETE).write_text(json.dumps({"key": {"config": config}, "timings": {"phantom": 2.0, "cnn": 5.5}}))
+    res = load_study_results(folder, Toy, tables=["performance", "truth", "recovery"])
+    assert isinstance(res, Toy) and res.config == config and res.output_dir == folder
+    assert res.fig3().model.tolist() == ["lm", "cnn"] and res.tables["truth"].empty and "recovery" not in res.tables
+    assert res.masks["fold0"].shape == (3, 3, 3)
+    assert res.timings().to_dict() == {"phantom": 2.0, "cnn": 5.5}
+    assert set(load_study_results(folder).tables) == {"performance", "truth"}  # every csv, into the base class
+    assert StudyResults({"a": 1}).timings().empty
+    with pytest.raises(TypeError, match="StudyResults"): load_study_results(folder, dict)
+    (folder / STUDY_COMPLETE).write_text(json.dumps({"timings": {}}))
+    with pytest.raises(ValueError, match="key.config"): load_study_results(folder, Toy)
+    (folder / STUDY_COMPLETE).write_text("{truncated")
+    with pytest.raises(ValueError, match="not valid JSON"): load_study_results(folder, Toy)

@@ -115,6 +115,16 @@ _ZIG_K, _ZIG_W, _ZIG_F = _ziggurat_tables()
 _ZIG_R = 3.442619855899
 
 @njit(inline="always")
+def _normal_tail(positive, state):
+    "The ziggurat's base layer: a N(0,1) draw beyond ±r (sign from `positive`), by Marsaglia's exponential method."
+    while True:
+        state, u1 = _uniform(state)
+        state, u2 = _uniform(state)
+        xt = -math.log(u1) / _ZIG_R
+        if -2.0 * math.log(u2) >= xt * xt:
+            return state, (_ZIG_R + xt) if positive else -(_ZIG_R + xt)
+
+@njit(inline="always")
 def _normal(state):
     "A standard normal by the ziggurat: layer index and value from independent bits of one 64-bit draw."
     while True:
@@ -125,13 +135,8 @@ def _normal(state):
         x = hz * _ZIG_W[iz]
         if abs(hz) < _ZIG_K[iz]:
             return state, x
-        if iz == 0:  # the tail beyond r, by Marsaglia's exponential method
-            while True:
-                state, u1 = _uniform(state)
-                state, u2 = _uniform(state)
-                xt = -math.log(u1) / _ZIG_R
-                if -2.0 * math.log(u2) >= xt * xt:
-                    return state, (_ZIG_R + xt) if hz > 0 else -(_ZIG_R + xt)
+        if iz == 0:
+            return _normal_tail(hz > 0, state)
         state, u1 = _uniform(state)
         if _ZIG_F[iz] + u1 * (_ZIG_F[iz - 1] - _ZIG_F[iz]) < math.exp(-0.5 * x * x):
             return state, x
@@ -186,12 +191,7 @@ def _finish_normal(hz, iz, state):
     "Complete a ziggurat draw whose first try (hz, iz) missed its rectangle: the wedge or tail test, else fresh tries."
     x = hz * _ZIG_W[iz]
     if iz == 0:
-        while True:
-            state, u1 = _uniform(state)
-            state, u2 = _uniform(state)
-            xt = -math.log(u1) / _ZIG_R
-            if -2.0 * math.log(u2) >= xt * xt:
-                return state, (_ZIG_R + xt) if hz > 0 else -(_ZIG_R + xt)
+        return _normal_tail(hz > 0, state)
     state, u1 = _uniform(state)
     if _ZIG_F[iz] + u1 * (_ZIG_F[iz - 1] - _ZIG_F[iz]) < math.exp(-0.5 * x * x):
         return state, x
@@ -701,6 +701,9 @@ def fit_bsglmm(Y, # (n_subjects, n_voxels) binary lesion masks (bool/uint8)
                max_samples: int | None = None, # with `min_ess`: the most post-burn-in iterations per chain (default 10 x n_samples)
               ) -> BSGLMMResult:
     "Fit the Bayesian spatial probit GLMM of Ge et al. (2014) by Gibbs sampling; posterior maps per covariate."
+    if device is not None:  # a device that is not on this machine (device="cuda" without a GPU) is refused before any work
+        from neurocomp.core import get_device
+        device = get_device(device)
     Y8, Xf, names, wm = _validate_inputs(Y, X, voxel_coords, wm_prior)
     if covariate_names is not None:
         if len(covariate_names) != Xf.shape[1]: raise ValueError("covariate_names must have one name per column of X")

@@ -5,6 +5,7 @@
 # %% ../../nbs/11_lesion_maps.ipynb #6ba03a55
 from __future__ import annotations
 import json, os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
@@ -13,7 +14,7 @@ import nibabel as nib
 from scipy.stats import norm
 from statsmodels.stats.multitest import fdrcorrection
 from dataclasses import dataclass, field
-from ..core import write_json_atomic, provenance, staged_directory
+from ..core import check_output_dir, write_json_atomic, provenance, staged_directory
 from ..results import VoxelwiseResults
 from .glm import fit_voxelwise
 
@@ -37,11 +38,29 @@ def _describe(item) -> str:
     name = str(src) if isinstance(src, (str, os.PathLike)) else getattr(src, "get_filename", lambda: None)() or "image"
     return f"{name}[..., {vol}]" if vol is not None else name
 
-def _read_mask(item, shape=None, affine=None) -> tuple[np.ndarray, np.ndarray, tuple]:
+def _header(item):
+    "The image of one item with its data unread (a proxy): errors name the file."
+    src, _ = item
+    try: return nib.load(src) if isinstance(src, (str, os.PathLike)) else src
+    except Exception as e: raise ValueError(f"cannot read lesion mask {_describe(item)}: {e}") from e
+
+def _reference_grid(items) -> tuple[tuple, np.ndarray, int]:
+    "The grid (shape, affine) most masks share, and how many share it, from the headers alone."
+    # the majority, not the first mask: when the first mask is the odd one out, the error then names it, not the second
+    grids = Counter()
+    first_of = {}
+    for item in items:
+        img = _header(item)
+        key = (tuple(img.shape[:3]), tuple(np.round(np.asarray(img.affine, float), 4).ravel()))
+        grids[key] += 1; first_of.setdefault(key, img.affine)
+    (shape, key_affine), count = grids.most_common(1)[0]  # a tie goes to the grid met first
+    return shape, np.asarray(first_of[(shape, key_affine)], float), count
+
+def _read_mask(item, shape=None, affine=None, reference: str = "the reference grid") -> tuple[np.ndarray, np.ndarray, tuple]:
     "One subject's mask as a flat bool array, after checking grid and binary values."
     src, vol = item
+    img = _header(item)
     try:
-        img = nib.load(src) if isinstance(src, (str, os.PathLike)) else src
         data = np.asarray(img.dataobj[..., vol] if vol is not None else img.dataobj)
     except Exception as e:  # corrupt or missing file: say which
         raise ValueError(f"cannot read lesion mask {_describe(item)}: {e}") from e
@@ -49,7 +68,7 @@ def _read_mask(item, shape=None, affine=None) -> tuple[np.ndarray, np.ndarray, t
     if data.ndim != 3: raise ValueError(f"lesion mask {_describe(item)} is not 3D (shape {data.shape})")
     if shape is not None and (data.shape != tuple(shape) or not np.allclose(img.affine, affine, atol=1e-4)):
         raise ValueError(f"lesion mask {_describe(item)} is on a different grid: shape {data.shape}, affine\n{img.affine}\n"
-                         f"vs the first mask's shape {tuple(shape)}, affine\n{affine}")
+                         f"vs {reference}: shape {tuple(shape)}, affine\n{affine}")
     if data.dtype.kind == "f":
         if np.isnan(data).any(): raise ValueError(f"lesion mask {_describe(item)} contains NaN")
         binary = (data == 0) | (data == 1)
@@ -68,7 +87,8 @@ def load_lesion_matrix(masks, # a 4D NIfTI (path or image), or a list of 3D mask
     "Lesion matrix (subjects x voxels with non-zero incidence, uint8), those voxels' flat indices, and a template image."
     from tqdm.auto import tqdm
     items = _as_images(masks)
-    first, affine, shape = _read_mask(items[0])
+    shape, affine, n_on_grid = _reference_grid(items)
+    reference = f"the grid {n_on_grid} of the {len(items)} masks share"
     restrict = None
     if mask_img is not None:
         m_img = mask_img if hasattr(mask_img, "dataobj") else (nib.load(mask_img) if isinstance(mask_img, (str, os.PathLike)) else None)
@@ -77,8 +97,8 @@ def load_lesion_matrix(masks, # a 4D NIfTI (path or image), or a list of 3D mask
         if m_img is not None and not np.allclose(m_img.affine, affine, atol=1e-4):
             raise ValueError("analysis mask is on a different grid (affine) than the lesion masks")
         restrict = m.reshape(-1) > 0
-    count = np.zeros(first.size, np.int32)
-    read = lambda item: _read_mask(item, shape, affine)[0]
+    count = np.zeros(int(np.prod(shape)), np.int32)
+    read = lambda item: _read_mask(item, shape, affine, reference)[0]
     with ThreadPoolExecutor(n_threads) as pool:
         for flat in tqdm(pool.map(read, items), total=len(items), disable=not progress, desc="checking masks"):
             count += flat
@@ -309,6 +329,7 @@ def fit_lesion_maps(masks, # 4D NIfTI or list of 3D binary lesion masks, one per
     if not isinstance(covariates, pd.DataFrame): raise TypeError(f"covariates must be a pandas DataFrame, got {type(covariates).__name__}")
     if len(items) != len(covariates):
         raise ValueError(f"{len(items)} lesion masks but {len(covariates)} rows of covariates: subject counts must match")
+    if output_dir is not None: check_output_dir(output_dir)  # a bad folder fails now, not after the fit
     X = design_matrix(covariates, formula)  # design errors before reading any image
     Y, fitted, template = load_lesion_matrix(masks, mask_img=mask_img, progress=progress)
     if fitted.size == 0: raise ValueError("no voxel has a lesion in any subject: nothing to fit")

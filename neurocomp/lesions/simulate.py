@@ -13,7 +13,7 @@ import nibabel as nib
 import scipy.fft
 from scipy import ndimage
 from scipy.special import ndtri
-from ..core import as_generator, check_memory
+from ..core import as_generator, check_count, check_memory
 
 # %% auto #0
 __all__ = ['COVARIANCE_CONVENTIONS', 'UKB_AGE_RANGE', 'UKB_AGE_MEAN', 'SYNTHETIC_AGE_RANGE', 'SYNTHETIC_AGE_MEAN',
@@ -96,7 +96,7 @@ class GaussianRandomField:
     def sample(self, n: int = 1, # number of fields
                seed=None) -> np.ndarray:
         "`n` independent fields, shape (n, *shape), float32."
-        rng = as_generator(seed)
+        n, rng = check_count(n, "n"), as_generator(seed)
         out = np.empty((n, *self.shape), dtype=np.float32)
         for i in range(0, n, 2):
             a, b = self.sample_pair(rng)
@@ -222,7 +222,7 @@ def simulate_ages(n_subjects: int, # N*
                   age_range: tuple, # (min, max) years
                   seed=None) -> np.ndarray:
     "Ages drawn uniformly on `age_range`, rounded to 0.01 years and sorted (as the authors' simulator)."
-    if n_subjects < 1: raise ValueError(f"n_subjects must be ≥ 1, got {n_subjects}")
+    n_subjects = check_count(n_subjects, "n_subjects")  # 2.5 subjects: a clear error, not numpy's TypeError
     return np.sort(np.round(as_generator(seed).uniform(*age_range, size=n_subjects), 2))
 
 def check_ages(ages, age_range: tuple) -> np.ndarray:

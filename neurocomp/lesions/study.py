@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import nibabel as nib
-from ..core import cache_dir, params_hash, atomic_path, write_json_atomic, provenance
+from ..core import cache_dir, check_count, params_hash, atomic_path, write_json_atomic, provenance
 from ..results import VoxelwiseResults, StudyResults, make_study_config
 from .simulate import ReferenceMaps, load_ukb_reference, synthetic_reference, simulate_lesion_masks
 from .metrics import (INCIDENCE_BINS, accuracy_by_bin, dice_top, expected_reference_z,
@@ -135,7 +135,11 @@ def study_config(profile: str = "quick", # "quick" or "paper"
         if unknown: raise ValueError(f"{key}: unknown GLM controls {sorted(unknown)}; valid: {sorted(_GLM_CONTROLS)}")
     if config["bsglmm_lattice"] not in ("analysis_mask", "lesioned"):
         raise ValueError(f"bsglmm_lattice must be 'analysis_mask' or 'lesioned', got {config['bsglmm_lattice']!r}")
-    if config["repetitions"] < 1 or config["null_repetitions"] < 0: raise ValueError("repetitions must be ≥ 1 and null_repetitions ≥ 0")
+    config["repetitions"] = check_count(config["repetitions"], "repetitions")
+    config["null_repetitions"] = check_count(config["null_repetitions"], "null_repetitions", minimum=0)
+    for key in ("n_subjects", "null_n_subjects"):
+        sizes = config[key] if isinstance(config[key], (list, tuple, np.ndarray)) else (config[key],)  # one size or several
+        config[key] = tuple(check_count(n, f"{key} (each entry)") for n in sizes)
     for key in ("n_subjects", "null_n_subjects", "bins", "m_star", "centre", "standardise", "tuning_length_scales"):
         config[key] = tuple(config[key])
     config["z_range"] = None if config["z_range"] is None else tuple(config["z_range"])
