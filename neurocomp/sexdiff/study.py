@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from ..core import cache_dir, params_hash, provenance, staged_directory, write_json_atomic
 from ..cohorts import UKB_IMAGE, load_ukb_cohort
-from ..results import StudyResults as _StudyResults, make_study_config
+from ..results import StudyResults as _StudyResults, make_study_config, load_study_results, STUDY_COMPLETE
 from .phantom import (DEFAULT_EFFECTS, PHANTOM_DEFAULTS, REGIONS, check_effects, phantom_cohort_dir,
                                        read_truth)
 from .methods import (FEATURE_REGION, PAPER_TEST_FRACTION, RESIDUAL_TYPES, VOLUME_MODELS, assign_splits,
@@ -163,7 +163,7 @@ def run_study(cohort=None, # a cohort, a UK Biobank-layout folder, or None (the 
     cohort = load_study_cohort(cohort, config, n_jobs, progress)
     key = {"config": config, "cohort": cohort_fingerprint(cohort)}
     folder = Path(output_dir) if output_dir is not None else cache_dir("brueggeman2020") / params_hash(key)
-    done = folder / "complete.json"
+    done = folder / STUDY_COMPLETE
     if done.exists() and json.loads(done.read_text()).get("key") == json.loads(json.dumps(key, default=str)):
         return load_results(folder)
     if folder.exists() and any(folder.iterdir()) and not done.exists():
@@ -262,7 +262,7 @@ def run_study(cohort=None, # a cohort, a UK Biobank-layout folder, or None (the 
         np.savez_compressed(stage / "saliency_example.npz", image=np.asarray(inputs.images[sub]), saliency=example,
                             affine=inputs.affines[sub], first=np.asarray(inputs.first[sub]), fast=np.asarray(inputs.fast[sub]))
         torch.save(model.state_dict(), stage / "cnn_attribution_model.pt")
-        write_json_atomic(stage / "complete.json", meta)
+        write_json_atomic(stage / STUDY_COMPLETE, meta)
     return load_results(folder)
 
 # %% ../../nbs/36_sexdiff_study.ipynb #c72bd0e5
@@ -272,8 +272,6 @@ _TABLES = ("performance", "volume_effects", "scores", "ranks", "correlations", "
 @dataclass
 class StudyResults(_StudyResults):
     "What `run_study` produced, read from its results folder: one method per figure and table of the paper."
-    tables: dict = field(default_factory=dict, kw_only=True) # name -> DataFrame
-    meta: dict = field(default_factory=dict, kw_only=True) # sizes, timings, provenance
     def table1(self) -> pd.DataFrame:
         "Table 1: the CNN's layers and parameter counts for the paper's 128³ input (param_study: this study's input)."
         t = layer_table(brueggeman_cnn((128, 128, 128)), (128, 128, 128))
@@ -307,18 +305,10 @@ class StudyResults(_StudyResults):
     def volume_effects(self) -> pd.DataFrame:
         "The sex difference of each brain-volume-adjusted log volume in the cohort (d, t): what the volume models can see."
         return self.tables["volume_effects"]
-    def timings(self) -> pd.Series:
-        "Seconds spent in each step of run_study."
-        return pd.Series(self.meta.get("timings", {}), name="seconds")
 
 def load_results(folder: str | os.PathLike) -> StudyResults:
     "The results of a finished run_study from its folder."
-    folder = Path(folder)
-    done = folder / "complete.json"
-    if not done.exists(): raise FileNotFoundError(f"{folder}: no finished study here (complete.json missing)")
-    meta = json.loads(done.read_text())
-    tables = {n: pd.read_csv(folder / f"{n}.csv") for n in _TABLES if (folder / f"{n}.csv").exists()}
-    return StudyResults(meta["key"]["config"], output_dir=folder, tables=tables, meta=meta)
+    return load_study_results(folder, StudyResults, _TABLES)
 
 # %% ../../nbs/36_sexdiff_study.ipynb #a413acee
 def measure_unit_costs(config: dict, # study_config(...)
