@@ -4,7 +4,7 @@
 
 # %% ../../nbs/41_perturbation_classifier.ipynb #9ae494fe
 from __future__ import annotations
-import math, re, tempfile
+import math, re, tempfile, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -23,7 +23,9 @@ __all__ = ['DEFAULT_FILTERS', 'DEFAULT_SUB_BLOCKS', 'session_month', 'stable_lab
            'train_classifier', 'matched_test_split', 'cv_folds']
 
 # %% ../../nbs/41_perturbation_classifier.ipynb #ecb310d1
-_DIAGNOSIS_SYNONYMS = {"cn": "CN", "nl": "CN", "normal": "CN", "ad": "AD", "dementia": "AD", "mci": "MCI"}
+_DIAGNOSIS_SYNONYMS = {"cn": "CN", "nl": "CN", "normal": "CN", "hc": "CN", "healthy control": "CN", "ad": "AD",
+                       "dementia": "AD", "mci": "MCI"}
+_KNOWN_DIAGNOSES = {"CN", "AD", "MCI", "EMCI", "LMCI", "SMC"}
 
 def session_month(session_id) -> float:
     "The month of a Clinica session label (ses-M06 -> 6.0; NaN when it has none)."
@@ -39,6 +41,8 @@ def stable_labels(table: pd.DataFrame, # one row per session: participant_id, se
         dup = table[table.duplicated(["participant_id", "session_id"], keep=False)].iloc[0]
         raise ValueError(f"the diagnosis table has several rows for {dup.participant_id} {dup.session_id}")
     diagnosis = table.diagnosis.map(lambda d: _DIAGNOSIS_SYNONYMS.get(str(d).strip().lower(), str(d).strip().upper()) if pd.notna(d) else pd.NA)
+    unknown = sorted(set(diagnosis.dropna()) - _KNOWN_DIAGNOSES)
+    if unknown: warnings.warn(f"diagnosis value(s) {unknown} are neither CN, AD nor MCI (nor a synonym): their subjects stay unlabelled")
     order = table.assign(_month=table.session_id.map(session_month), _dx=diagnosis)
     out = pd.Series(pd.NA, index=table.index, dtype="object", name="label")
     for pid, g in order.groupby("participant_id", sort=False):
