@@ -68,9 +68,6 @@ def test_hand_written_caps_folder_through_the_study_cohort_path(tmp_path):
     assert sessions.max_gm[sessions.qc_pass].min() >= 0.95
 
 
-@pytest.mark.xfail(strict=True, reason="load_caps_cohort refuses a folder holding both modulated-on and modulated-off maps, "
-                   "which is what Clinica's t1-volume-tissue-segmentation writes into normalized_space; ClinicaDL takes the "
-                   "modulated-off ones. Fix belongs to nbs/04_cohorts (shared room); remove this mark then.")
 def test_clinica_folder_with_both_normalized_maps_uses_the_probability_maps(tmp_path):
     root = write_caps_by_hand(tmp_path / "aibl", modulated_on_too=True)
     cohort = load_caps_cohort(root, required=["diagnosis"], progress=False)
