@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from ..core import atomic_path, cache_dir, check_memory, get_device, params_hash, provenance, staged_directory, write_json_atomic
 from ..cohorts import Cohort, load_caps_cohort
-from ..results import StudyResults, make_study_config
+from ..results import StudyResults, make_study_config, load_study_results, STUDY_COMPLETE
 from ..training import predict
 from .phantom import SUBTYPES, write_phantom_cohort, read_phantom_truth, planted_roi_names
 from .classifier import (ADClassifier, DEFAULT_FILTERS, DEFAULT_SUB_BLOCKS, architecture_table, balanced_accuracy,
@@ -201,7 +201,7 @@ def run_study(cohort=None, # the first (ADNI-like) cohort: a CAPS folder, a Coho
                          f"{None if first.grid is None else first.grid.shape} and {None if second is None or second.grid is None else second.grid.shape}")
     key = {"config": config, "first": first.fingerprint(), "second": None if second is None else second.fingerprint()}
     folder = Path(output_dir) if output_dir is not None else cache_dir("thibeausutre2020") / params_hash(key)
-    done = folder / "complete.json"
+    done = folder / STUDY_COMPLETE
     if done.exists() and json.loads(done.read_text()).get("key") == json.loads(json.dumps(key, default=str)):
         return load_results(folder)
     if folder.exists() and any(folder.iterdir()) and not done.exists():
@@ -435,7 +435,7 @@ def run_study(cohort=None, # the first (ADNI-like) cohort: a CAPS folder, a Coho
         for name, table in tables.items(): table.to_csv(stage / f"{name}.csv", index=False)
         np.savez_compressed(stage / "masks.npz", **{k: np.asarray(v, np.float32) for k, v in masks.items()})
         torch.save({f"{f}_{r}": m.state_dict() for (f, r), m in models.items()}, stage / "cnn_models.pt")
-        write_json_atomic(stage / "complete.json", meta)
+        write_json_atomic(stage / STUDY_COMPLETE, meta)
     import shutil; shutil.rmtree(work.folder, ignore_errors=True)
     return load_results(folder)
 
@@ -456,9 +456,7 @@ PAPER_NUMBERS = {
 @dataclass
 class PerturbationStudyResults(StudyResults):
     "What `run_study` produced, read from its results folder: one method per figure and table of the paper."
-    tables: dict = field(default_factory=dict) # name -> DataFrame
     masks: dict = field(default_factory=dict) # name -> (X, Y, Z) mask (1 - restored share), or normalised explanation map
-    meta: dict = field(default_factory=dict) # sizes, timings, provenance, grid
     @property
     def grid(self):
         "The CNN's input grid."
@@ -545,21 +543,8 @@ class PerturbationStudyResults(StudyResults):
     def explanation_maps(self) -> dict:
         "On a phantom: the first fold's mask (1 - m), saliency and occlusion maps, each scaled to maximum 1."
         return {k.removeprefix("explanation_"): v for k, v in self.masks.items() if k.startswith("explanation_")}
-    def timings(self) -> pd.Series:
-        "Seconds spent in each step of run_study."
-        return pd.Series(self.meta.get("timings", {}), name="seconds")
 
 def load_results(folder: str | os.PathLike) -> PerturbationStudyResults:
     "The results of a finished run_study from its folder."
-    folder = Path(folder)
-    done = folder / "complete.json"
-    if not done.exists(): raise FileNotFoundError(f"{folder}: no finished study here (complete.json missing)")
-    meta = json.loads(done.read_text())
-    tables = {}
-    for n in _TABLES:
-        p = folder / f"{n}.csv"
-        if p.exists():
-            try: tables[n] = pd.read_csv(p)
-            except pd.errors.EmptyDataError: tables[n] = pd.DataFrame()
-    with np.load(folder / "masks.npz") as z: masks = {k: z[k] for k in z.files}
-    return PerturbationStudyResults(meta["key"]["config"], output_dir=folder, tables=tables, masks=masks, meta=meta)
+    if not (Path(folder) / "masks.npz").exists(): raise FileNotFoundError(f"{folder}: masks.npz is missing: the results folder is incomplete; delete it and rerun the study")
+    return load_study_results(folder, PerturbationStudyResults, _TABLES)
