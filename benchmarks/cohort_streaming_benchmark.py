@@ -95,12 +95,17 @@ def child(mode: str, root: str, a) -> dict:
     model = make_model(a.model, a.shape, a.width)
     common = dict(epochs=1, batch_size=a.batch_size, lr=1e-4, patience=None, seed=0, device="cpu", progress=False)
     t0 = time.perf_counter()
-    if mode == "memmap":
+    if mode in ("memmap", "prefetch"):
         stack_dir = Path(root) / ".stack"
         train_ds = cohort.torch_dataset(targets=targets, source="memmap", cache=stack_dir, stack_dtype=a.stack_dtype)
         val_ds = val.torch_dataset(targets=targets[: a.n_val], source="memmap", cache=stack_dir, stack_dtype=a.stack_dtype)
-        load_s = time.perf_counter() - t0; t0 = time.perf_counter()
-        history, _ = train_model(model, train_ds, val_ds, nn.MSELoss(), n_workers=a.workers, **common)
+        load_s = time.perf_counter() - t0
+        if not a.warm:  # drop the stack's pages from the page cache: the epoch reads the disk, as a stack larger than RAM would
+            for ds in (train_ds, val_ds):
+                fd = os.open(ds._stack_path, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)
+        t0 = time.perf_counter()
+        loader = dict(n_workers=0, prefetch=a.prefetch) if mode == "prefetch" else dict(n_workers=a.workers)
+        history, _ = train_model(model, train_ds, val_ds, nn.MSELoss(), **loader, **common)
     elif mode == "memory":
         x = torch.from_numpy(cohort.to_array(progress=False))[:, None]
         xv = x[: a.n_val]; y = torch.from_numpy(targets)[:, None]
@@ -133,6 +138,7 @@ def run_measured(mode: str, root: Path, argv: list) -> dict:
     if proc.returncode != 0: return {"mode": mode, "error": f"exit code {proc.returncode}", "peak_rss_gb": peak / 1e9}
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_rss_gb"] = peak / 1e9
+    result["load_1min_after"] = os.getloadavg()[0]
     return result
 
 
@@ -142,7 +148,10 @@ def main():
     ap.add_argument("--shape", type=int, nargs=3, default=[128, 128, 128]); ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--model", choices=["cnn", "tiny"], default="tiny"); ap.add_argument("--width", type=float, default=0.125)
     ap.add_argument("--workers", type=int, default=2); ap.add_argument("--dir", default=None, help="where to write the images")
-    ap.add_argument("--sources", nargs="+", choices=["disk", "memmap"], default=["disk", "memmap"], help="streamed variants to run")
+    ap.add_argument("--sources", nargs="+", choices=["disk", "memmap", "prefetch"], default=["disk", "memmap", "prefetch"],
+                    help="streamed variants: .nii.gz files, cached stack through a DataLoader, cached stack read ahead by threads")
+    ap.add_argument("--prefetch", type=int, default=2, help="batches the prefetch variant reads ahead")
+    ap.add_argument("--warm", action="store_true", help="leave the stack in the page cache (default: drop it before each epoch)")
     ap.add_argument("--stack-dtype", choices=["float32", "float16"], default="float32", help="dtype of the cached stack")
     ap.add_argument("--keep", action="store_true"); ap.add_argument("--child", default=None); ap.add_argument("--root", default=None)
     a = ap.parse_args()
@@ -155,18 +164,22 @@ def main():
     print(f"{a.n} images of {tuple(a.shape)} float32 (.nii.gz) in {root}: {sum(p.stat().st_size for p in root.rglob('*.nii.gz')) / 1e9:.1f} GB "
           f"on disk, written in {time.perf_counter() - t0:.0f} s")
     argv = ["--n-val", str(a.n_val), "--shape", *map(str, a.shape), "--batch-size", str(a.batch_size), "--model", a.model,
-            "--width", str(a.width), "--workers", str(a.workers), "--stack-dtype", a.stack_dtype]
+            "--width", str(a.width), "--workers", str(a.workers), "--stack-dtype", a.stack_dtype,
+            "--prefetch", str(a.prefetch), *(["--warm"] if a.warm else [])]
     import torch
     print(f"model {a.model}{f' (width {a.width})' if a.model == 'cnn' else ''}, batch {a.batch_size}, one epoch + {a.n_val} "
           f"validation images, {torch.get_num_threads()} torch threads, {a.workers} DataLoader workers, {os.cpu_count()} CPUs, {a.stack_dtype} stack")
-    names = {"memory": "in-memory", "stream": "streamed from .nii.gz", "memmap": "streamed from the cached stack"}
-    runs = [run_measured("stream" if s == "disk" else "memmap", root, argv) for s in a.sources]
+    names = {"memory": "in-memory", "stream": "streamed from .nii.gz", "memmap": "cached stack, DataLoader",
+             "prefetch": "cached stack, prefetch threads"}
+    print(f"stack pages {'left in' if a.warm else 'dropped from'} the page cache before each streamed epoch; prefetch {a.prefetch} batches, "
+          f"load averages at start {os.getloadavg()}")
+    runs = [run_measured("stream" if s == "disk" else s, root, argv) for s in a.sources]
     memory = run_measured("memory", root, argv)
     for r in (memory, *runs):
         if "error" in r: print(f"  {names[r['mode']]:31s} FAILED ({r['error']}), peak RSS {r['peak_rss_gb']:.2f} GB"); continue
         load = (f", {'loading' if r['mode'] == 'memory' else 'building the stack'} {r['load_s']:.0f} s before the epoch" if r["load_s"] else "")
         print(f"  {names[r['mode']]:31s} peak RSS {r['peak_rss_gb']:6.2f} GB   epoch {r['epoch_s']:7.1f} s   "
-              f"{r['images_per_s']:6.2f} images/s{load}   val loss {r['val_loss']:.4g}")
+              f"{r['images_per_s']:6.2f} images/s{load}   val loss {r['val_loss']:.6g}   load after {r['load_1min_after']:.1f}")
     for r in runs:
         if "error" in r: continue
         print(f"{names[r['mode']]}: peak RSS {r['peak_rss_gb']:.2f} GB (goal <= 4 GB): {'met' if r['peak_rss_gb'] <= 4 else 'NOT met'}", end="")
@@ -175,6 +188,7 @@ def main():
             print(f"; throughput / in-memory {ratio:.3f} (goal >= 0.8): {'met' if ratio >= 0.8 else 'NOT met'}; "
                   f"in-memory needs {memory['peak_rss_gb'] / r['peak_rss_gb']:.1f}x its peak RSS", end="")
         print()
+    print(f"load averages at the end {os.getloadavg()}")
     if not a.keep: shutil.rmtree(root, ignore_errors=True)
 
 
