@@ -102,7 +102,8 @@ def child(mode: str, root: str, a) -> dict:
         load_s = time.perf_counter() - t0
         if not a.warm:  # drop the stack's pages from the page cache: the epoch reads the disk, as a stack larger than RAM would
             for ds in (train_ds, val_ds):
-                fd = os.open(ds._stack_path, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)
+                fd = os.open(ds._stack_path, os.O_RDONLY); os.fsync(fd)  # dirty pages of a fresh stack cannot be dropped
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)
         t0 = time.perf_counter()
         loader = dict(n_workers=0, prefetch=a.prefetch) if mode == "prefetch" else dict(n_workers=a.workers)
         history, _ = train_model(model, train_ds, val_ds, nn.MSELoss(), **loader, **common)
