@@ -56,8 +56,8 @@ Verdict (run 6): with `prefetch=2` both goals are met on the cached float32 stac
 than in memory) and 1.06x the in-memory throughput (>= 0.8x), with the same validation loss to 6 digits (the same
 seeded batches). The epoch read 16.8 GB in 46.7 s (360 MB/s) while the model trained: reading is hidden behind the
 model step instead of added to it, without processes competing for the 2 cores; in-memory indexing copies each batch
-too, which is why the streamed loop can be slightly faster. One run, on a shared machine: expect +-15% between runs
-(runs 2-5 above). The DataLoader path stays at 0.66x (its workers compete with the model for the 2 cores and collate
+too, which is why the streamed loop can be slightly faster. One run, on a shared machine (the in-memory loop
+alone ran at 29-42 images/s across runs 2-6): read 1.06x as "about as fast as in memory". The DataLoader path stays at 0.66x (its workers compete with the model for the 2 cores and collate
 with an extra copy).
 
 Verdict before prefetch (runs 1-5): the memory goal (<= 4 GB) is met by both streamed paths at any N; the throughput goal (>= 0.8x) is met only
