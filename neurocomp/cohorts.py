@@ -416,23 +416,39 @@ class CohortDataset:
 
     def __getstate__(self): return {**self.__dict__, "_stack": None}  # each process opens its own file handle
     def __len__(self): return len(self.cohort)
+    def _target(self, i: int):
+        import torch  # lazily: reading cohorts does not need torch
+        if self.targets is None: return None
+        y = self.targets[i]
+        return torch.tensor(y, dtype=torch.int64) if np.issubdtype(np.asarray(y).dtype, np.integer) else torch.tensor(y, dtype=torch.float32).reshape(1)
+    def _read_stack(self, i: int, out: np.ndarray):
+        # os.preadv: a positioned read that releases the GIL and shares no file position, so threads may read at once
+        stack = self._stack  # a local reference: a file another thread opened at the same moment is not closed under us
+        if stack is None: stack = self._stack = open(self._stack_path, "rb", buffering=0)
+        buffer = out if self._dtype == out.dtype else np.empty(self._item_shape, self._dtype)
+        n = os.preadv(stack.fileno(), [memoryview(buffer).cast("B")], self._offset + int(i) * buffer.nbytes)
+        if n != buffer.nbytes: raise ImageCheckError(f"{self._stack_path}: the cached stack is truncated at image {i}; delete it to rebuild")
+        if buffer is not out: out[...] = buffer.reshape(out.shape)  # a float16 stack: items are float32 all the same
+    def read_into(self, i: int, # item index
+                  out: np.ndarray, # a C-contiguous float32 buffer of the item's image shape (1, X, Y, Z)
+                 ):
+        "Read image `i` into `out` and return its target (None without targets); safe to call from several threads."
+        i = range(len(self))[i]
+        if self._stack_path is not None and self.transform is None: self._read_stack(i, out.reshape(self._item_shape))
+        else:
+            x = self[i]
+            out[...] = (x if self.targets is None else x[0]).numpy()
+        return self._target(i)
     def __getitem__(self, i):
         import torch
         i = range(len(self))[i]  # negative indices count from the end; out of range is an IndexError
         if self._stack_path is not None:
-            if self._stack is None: self._stack = open(self._stack_path, "rb", buffering=0)
-            data = np.empty(self._item_shape, self._dtype)
-            self._stack.seek(self._offset + int(i) * data.nbytes)
-            n = self._stack.readinto(memoryview(data).cast("B"))
-            if n != data.nbytes: raise ImageCheckError(f"{self._stack_path}: the cached stack is truncated at image {i}; delete it to rebuild")
-            if data.dtype != np.float32: data = data.astype(np.float32)  # a float16 stack: items are float32 all the same
+            data = np.empty(self._item_shape, np.float32)
+            self._read_stack(i, data)
         else: data = self.cohort.array(i)
         x = torch.from_numpy(data)[None]
         if self.transform is not None: x = self.transform(x)
-        if self.targets is None: return x
-        y = self.targets[i]
-        y = torch.tensor(y, dtype=torch.int64) if np.issubdtype(np.asarray(y).dtype, np.integer) else torch.tensor(y, dtype=torch.float32).reshape(1)
-        return x, y
+        return x if self.targets is None else (x, self._target(i))
     def __repr__(self): return f"CohortDataset({len(self)} images from {self.source}, targets {'none' if self.targets is None else self.targets.dtype})"
 
 # %% ../nbs/04_cohorts.ipynb #36cb8719

@@ -211,3 +211,20 @@ def test_a_float16_stack_halves_the_bytes_and_serves_float32_items(tmp_path):
     assert x16.dtype == x32.dtype and np.allclose(x16.numpy(), x32.numpy(), rtol=1e-3, atol=1e-4)
     assert ds16.fingerprint() != ds32.fingerprint()  # a checkpoint trained on one is not resumed on the other
     with pytest.raises(ValueError, match="dtype must be one of"): cohort.memmap(cache=tmp_path / "cache", dtype="int8")
+
+
+def test_stack_reads_are_positioned_across_threads_and_forked_workers(tmp_path):
+    "Reads of the cached stack share no file position: threads (prefetch) and DataLoader workers forked after the parent opened it."
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+    cohort = load_cohort(write_fixture_cohort(tmp_path / "caps", "caps", n=6))
+    for dtype in ("float32", "float16"):
+        stack = cohort.memmap(cache=tmp_path / "cache", progress=False, dtype=dtype)
+        ds = cohort.torch_dataset(targets=np.arange(6.0), source="memmap", cache=tmp_path / "cache", stack_dtype=dtype)
+        ds[0]  # the parent opens the stack (train_model does, for the item shape) before the workers are forked
+        out = np.empty((6, 1, 8, 10, 8), np.float32)
+        with ThreadPoolExecutor(4) as pool: targets = list(pool.map(lambda i: ds.read_into(i, out[i]), [5, 4, 3, 2, 1, 0]))
+        assert np.array_equal(out[:, 0], stack.astype(np.float32)) and [float(t) for t in targets] == [5, 4, 3, 2, 1, 0]
+        for _ in range(3):
+            x = torch.cat([b[0] for b in torch.utils.data.DataLoader(ds, batch_size=1, num_workers=3)])
+            assert np.array_equal(x[:, 0].numpy(), stack.astype(np.float32))

@@ -130,3 +130,22 @@ def test_output_and_loss_mismatches_are_refused_before_training():
         train_model(_net(), (x, y[:, 0]), (x[:4], y[:4, 0]), nn.MSELoss(), **KW)
     with pytest.raises(ValueError, match="float targets"):
         train_model(_net(), (x, labels[:, None]), (x[:4], labels[:4, None]), nn.L1Loss(), **KW)
+
+
+def test_prefetch_threads_give_the_dataloaders_results_and_its_errors():
+    "prefetch=k: the same batches in the same order as in memory; a reader's error and a bad image surface in the caller."
+    x, y = _data(0)
+    h_memory, m_memory = train_model(_net(), (x[8:], y[8:]), (x[:8], y[:8]), nn.MSELoss(), **KW)
+    h_prefetch, m_prefetch = train_model(_net(), Items(x[8:], y[8:]), Items(x[:8], y[:8]), nn.MSELoss(), prefetch=3, **KW)
+    assert h_prefetch.train_loss.tolist() == h_memory.train_loss.tolist() and h_prefetch.val_loss.tolist() == h_memory.val_loss.tolist()
+    assert np.array_equal(predict(m_prefetch, Items(x, y), batch_size=5, prefetch=2, device="cpu"), predict(m_memory, x, batch_size=5, device="cpu"))
+
+    class Failing(Items):
+        def __getitem__(self, i):
+            if i == 13: raise OSError("disk gone at item 13")
+            return super().__getitem__(i)
+    with pytest.raises(OSError, match="item 13"): train_model(_net(), Failing(x, y), Items(x[:8], y[:8]), nn.MSELoss(), prefetch=2, **KW)
+    bad = x.clone(); bad[6] = float("nan")
+    with pytest.raises(ValueError, match=r"non-finite values .* item\(s\) \[6\]"):
+        train_model(_net(), Items(bad, y), Items(x[:8], y[:8]), nn.MSELoss(), prefetch=2, **KW)
+    with pytest.raises(ValueError, match="prefetch must be"): train_model(_net(), Items(x, y), Items(x, y), nn.MSELoss(), prefetch=1.5, **KW)
