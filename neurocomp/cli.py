@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Run every figure notebook (or those selected) and write OUT/index.html. Up-to-date figures are skipped.")
     rep.add_argument("--list", action="store_true", help="list the registered figures and exit")
     rep.add_argument("--only", nargs="+", metavar="ID", help="figure ids or paper prefixes (e.g. kindalova2021)")
-    rep.add_argument("--profile", choices=["quick", "paper"], default="quick", help="quick: a 2-core laptop (default); paper: the papers' sizes")
+    rep.add_argument("--profile", choices=["quick", "medium", "paper"], default="quick", help="quick: a 2-core laptop (default); medium: about an hour on 2 cores (brueggeman2020, thibeausutre2020); paper: the papers' sizes")
     rep.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override a figure parameter (repeatable)")
     rep.add_argument("--seed", type=int, default=0, help="seed injected into every figure (default 0)")
     rep.add_argument("--out", default="reproduce_out", metavar="DIR", help="output folder (default reproduce_out/)")

@@ -12,9 +12,10 @@ from tqdm.auto import tqdm
 from .core import write_json_atomic, write_text_atomic, file_sha256, package_versions, git_commit
 
 # %% auto #0
-__all__ = ['FigureSpec', 'figures_dir', 'read_figure', 'discover_figures', 'select_figures', 'parse_parameter',
-           'package_source_sha256', 'code_identity', 'run_key', 'is_up_to_date', 'FigureResult', 'quiet_kernel_config',
-           'run_figure', 'write_gallery', 'writable_folder', 'reproduce']
+__all__ = ['PROFILE_NAMES', 'STUDY_MODULES', 'FigureSpec', 'figures_dir', 'read_figure', 'discover_figures', 'select_figures',
+           'parse_parameter', 'package_source_sha256', 'code_identity', 'run_key', 'is_up_to_date', 'FigureResult',
+           'quiet_kernel_config', 'run_figure', 'write_gallery', 'profiles_of', 'check_profile', 'writable_folder',
+           'reproduce']
 
 # %% ../nbs/05_reproduce.ipynb #51c19538
 @dataclass
@@ -266,6 +267,32 @@ def write_gallery(out: str | os.PathLike) -> Path:
     path.chmod(0o644)
     return path
 
+# %% ../nbs/05_reproduce.ipynb #0fd64038
+PROFILE_NAMES = ("quick", "medium", "paper")
+"Study profiles a figure can be run in: quick everywhere, paper everywhere, medium where the paper's study defines it."
+
+STUDY_MODULES = {"kindalova2021": "neurocomp.lesions.study", "brueggeman2020": "neurocomp.sexdiff.study",
+                 "thibeausutre2020": "neurocomp.perturbation.study"}
+"The study module behind each paper's figures (the figure id's prefix); its `PROFILES` say which profiles they accept."
+
+def profiles_of(figure_id: str, # a figure id, e.g. "brueggeman2020_fig3_model_performance"
+               ) -> tuple:
+    "The profiles a figure accepts: its paper study's `PROFILES`, or quick and paper for figures outside the three studies."
+    import importlib
+    module = STUDY_MODULES.get(figure_id.split("_")[0])
+    return tuple(importlib.import_module(module).PROFILES) if module else ("quick", "paper")
+
+def check_profile(specs, # the selected figures (`FigureSpec`s)
+                  profile: str, # the profile asked for
+                 ):
+    "Refuse, before any run, a profile that some selected figure's study does not define, naming those figures."
+    refused = [s.id for s in specs if profile not in profiles_of(s.id)]
+    if refused:
+        papers = sorted({i.split("_")[0] for i in refused})
+        raise ValueError(f"profile {profile!r} is not defined for {', '.join(papers)} ({len(refused)} figure(s), e.g. {refused[0]}); "
+                         f"select the papers that define it with --only (medium: brueggeman2020, thibeausutre2020)")
+
+
 # %% ../nbs/05_reproduce.ipynb #c02835e3
 def _notebook_html(executed: Path):
     "An HTML rendering of an executed notebook next to it, readable offline (best effort: the gallery links it when present)."
@@ -294,7 +321,7 @@ def writable_folder(path: str | os.PathLike, # the folder to create (parents too
     return path
 
 def reproduce(only: list[str] | None = None, # figure ids or paper prefixes (default: all)
-              profile: str = "quick", # quick (a 2-core laptop) or paper (the papers' sizes)
+              profile: str = "quick", # quick (a 2-core laptop), medium (about an hour on 2 cores, where a paper has it) or paper (the papers' sizes)
               params: dict | None = None, # extra parameters (only injected into figures that declare them)
               out: str | os.PathLike = "reproduce_out", # run folder: OUT/ID per figure and OUT/index.html
               force: bool = False, # rerun up-to-date figures
@@ -304,9 +331,10 @@ def reproduce(only: list[str] | None = None, # figure ids or paper prefixes (def
               progress: bool = True, # show the progress bar
              ) -> list[FigureResult]:
     "Run the selected figure notebooks (failures are collected, not raised), then write the gallery; returns one result per figure."
-    if profile not in ("quick", "paper"): raise ValueError(f"profile must be 'quick' or 'paper', got {profile!r}")
+    if profile not in PROFILE_NAMES: raise ValueError(f"profile must be one of {list(PROFILE_NAMES)}, got {profile!r}")
     specs = select_figures(discover_figures(folder), only)
     if not specs: raise ValueError(f"no figure notebooks in {Path(folder) if folder else figures_dir()}")
+    check_profile(specs, profile)
     params = dict(params or {})
     reserved = {"profile", "output_dir", "seed"} & set(params)
     if reserved: raise ValueError(f"set {sorted(reserved)} with their own options (--profile, --out, --seed), not -p")
