@@ -651,8 +651,8 @@ def load_caps_cohort(root: str | os.PathLike, # a Clinica CAPS folder (t1-volume
     if images.empty: raise ValueError(f"{root}: no CAPS t1-volume {tissue} maps matching {CAPS_SPACES[space].format(group=group, tissue=tissue, modulated='*')}")
     if images.modulated.any() and not images.modulated.all():
         # Clinica's t1-volume writes both kinds side by side; ClinicaDL reads the probability (modulated-off) maps
-        has_probability = set(map(tuple, images.loc[~images.modulated, ["participant_id", "session_id"]].values))
-        only_modulated = images[images.modulated & ~images[["participant_id", "session_id"]].apply(tuple, axis=1).isin(has_probability)]
+        session = pd.MultiIndex.from_frame(images[["participant_id", "session_id"]])
+        only_modulated = images[images.modulated & ~session.isin(session[~images.modulated])]
         if len(only_modulated):
             raise ValueError(f"{only_modulated.path.iloc[0]}: this session has a modulated map but no modulated-off probability map, "
                              f"while other sessions have one; {len(only_modulated)} session(s) like it. Run Clinica's t1-volume "
