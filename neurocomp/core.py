@@ -14,8 +14,9 @@ import platformdirs
 
 # %% auto #0
 __all__ = ['data_dir', 'cache_dir', 'atomic_path', 'write_text_atomic', 'write_json_atomic', 'check_output_dir',
-           'staged_directory', 'InsufficientMemoryError', 'available_memory', 'check_memory', 'file_sha256',
-           'params_hash', 'as_generator', 'get_device', 'check_count', 'package_versions', 'git_commit', 'provenance']
+           'staged_directory', 'InsufficientMemoryError', 'available_memory', 'check_memory', 'release_freed_memory',
+           'file_sha256', 'params_hash', 'as_generator', 'get_device', 'check_count', 'package_versions', 'git_commit',
+           'provenance']
 
 # %% ../nbs/00_core.ipynb #39cd0151
 def data_dir() -> Path:
@@ -156,6 +157,20 @@ def check_memory(nbytes: float, # bytes the allocation needs
         raise InsufficientMemoryError(f"{what} needs {_format_bytes(nbytes)}, but only {_format_bytes(available)} of memory "
                                       f"is available; use a smaller problem, a coarser grid, or a machine with more memory")
     return int(nbytes)
+
+# %% ../nbs/00_core.ipynb #relmem02
+def _glibc():
+    import ctypes, ctypes.util
+    try: return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError): return None
+_MALLOC_TRIM = _glibc() if sys.platform.startswith("linux") else None
+
+def release_freed_memory() -> bool:
+    "Return the allocator's freed heap memory to the system (glibc `malloc_trim`); False where there is no glibc."
+    if _MALLOC_TRIM is None: return False
+    _MALLOC_TRIM(0)
+    return True
+
 
 # %% ../nbs/00_core.ipynb #ec2148a5
 def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

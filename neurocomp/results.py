@@ -139,6 +139,7 @@ STUDY_COMPLETE = "complete.json"
 def load_study_results(folder: str | os.PathLike, # a finished run_study's results folder
                        cls: type = StudyResults, # the results class to build (a StudyResults subclass)
                        tables=None, # names of the <name>.csv tables to read (None: every .csv in the folder)
+                       required=(), # files the study always writes (e.g. "masks.npz"): a folder without one is refused as incomplete
                       ):
     "A finished study's results from its folder: config and meta from complete.json, the tables, and masks.npz when `cls` has `masks`."
     import dataclasses, json
@@ -151,6 +152,8 @@ def load_study_results(folder: str | os.PathLike, # a finished run_study's resul
         raise ValueError(f"{done} is not valid JSON ({e}): the results folder is damaged; delete it and rerun the study") from None
     config = meta.get("key", {}).get("config") if isinstance(meta, dict) and isinstance(meta.get("key"), dict) else None
     if not isinstance(config, dict): raise ValueError(f"{done} holds no key.config: it was not written by a run_study")
+    missing = [name for name in required if not (folder / name).exists()]
+    if missing: raise FileNotFoundError(f"{folder}: {', '.join(missing)} missing: the results folder is incomplete; delete it and rerun the study")
     names = sorted(p.stem for p in folder.glob("*.csv")) if tables is None else list(tables)
     read = {}
     for name in names:

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 from numba import njit
 from tqdm.auto import tqdm
-from ..core import as_generator, get_device
+from ..core import as_generator, get_device, release_freed_memory
 
 # %% auto #0
-__all__ = ['NORMALIZATIONS', 'SCHEDULES', 'PAPER_MASK_SETTINGS', 'perturb', 'regularization_weights', 'mask_regularization',
-           'MaskResult', 'class_probabilities', 'correctly_classified', 'masked_probability', 'optimize_mask',
-           'group_mask', 'session_masks', 'flag_loss_jumps', 'flagged_sessions']
+__all__ = ['NORMALIZATIONS', 'OPTIMIZERS', 'SCHEDULES', 'PAPER_MASK_SETTINGS', 'perturb', 'regularization_weights',
+           'mask_regularization', 'MaskResult', 'class_probabilities', 'correctly_classified', 'masked_probability',
+           'optimize_mask', 'group_mask', 'session_masks', 'flag_loss_jumps', 'flagged_sessions']
 
 # %% ../../nbs/42_perturbation_masks.ipynb #0e4fff2b
 NORMALIZATIONS = ("mean", "sum")
@@ -37,6 +37,7 @@ def _power_and_slope(d, beta, eps):
     # penalty d^beta of a non-negative difference d and its slope; for beta < 1, 0 and slope 0 when d <= eps
     if beta == 1.0: return d, 1.0
     if beta == 2.0: return d * d, 2.0 * d
+    if beta == 3.0: return d * d * d, 3.0 * d * d  # the grid's β2 = 3: a generic power costs twice the whole pass
     if d <= (eps if beta < 1.0 else 0.0): return 0.0, 0.0
     v = d ** beta
     return v, beta * v / d
@@ -214,7 +215,11 @@ def _number(name, v, low=None, high=None, positive=False, integer=False):
     if high is not None and v > high: raise ValueError(f"{name} must be <= {high}, got {v}")
     return v
 
-def _adam(params, lr, betas=(0.9, 0.999)):
+OPTIMIZERS = ("adam", "sgd")
+"Mask optimisers: Adam (our reading of the paper, default) or plain gradient descent."
+
+def _optimizer(name, params, lr, betas=(0.9, 0.999)):
+    if name == "sgd": return torch.optim.SGD(params, lr=lr)
     try: return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)  # one kernel for the whole mask (CPU and CUDA)
     except (RuntimeError, TypeError): return torch.optim.Adam(params, lr=lr, betas=betas)
 
@@ -238,6 +243,7 @@ def optimize_mask(model: nn.Module, # trained classifier (frozen during the opti
                   only_correct: bool = True, # drop images the model does not assign to target_class
                   normalization: str = "mean", # regulariser normalisation: "mean" (default) or "sum" (see above)
                   eps: float = 1e-6, # for beta < 1: differences below eps count as 0
+                  optimizer: str = "adam", # "adam" (our reading of the paper) or "sgd" (plain gradient descent)
                   adam_betas: tuple = (0.9, 0.999), # Adam's moment decay rates (PyTorch's defaults, as the paper)
                   seed: int = 0, # order of the updates
                   device=None,
@@ -250,6 +256,7 @@ def optimize_mask(model: nn.Module, # trained classifier (frozen during the opti
     _number("eps", eps, positive=True); _number("target_class", target_class, low=0, integer=True)
     _number("max_epochs", max_epochs, low=1, integer=True); _number("patience", patience, low=1, integer=True)
     if normalization not in NORMALIZATIONS: raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    if optimizer not in OPTIMIZERS: raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     device = get_device(device)
     x = _as_images(images)
     if len(x) == 0: raise ValueError("the image set is empty: nothing to mask")
@@ -275,7 +282,7 @@ def optimize_mask(model: nn.Module, # trained classifier (frozen during the opti
     mask = torch.ones((n_masks, *x.shape[2:]), device=device, requires_grad=True)
     if not (isinstance(adam_betas, (tuple, list)) and len(adam_betas) == 2 and all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in adam_betas)):
         raise ValueError(f"adam_betas must be two numbers in [0, 1), got {adam_betas!r}")
-    optimiser = _adam([mask], lr, tuple(float(b) for b in adam_betas))
+    optimiser = _optimizer(optimizer, [mask], lr, tuple(float(b) for b in adam_betas))
     rng = as_generator(seed)
     reg = dict(lambda1=lambda1, lambda2=lambda2, beta1=beta1, beta2=beta2, normalization=normalization, eps=eps)
 
@@ -291,7 +298,7 @@ def optimize_mask(model: nn.Module, # trained classifier (frozen during the opti
         for epoch in tqdm(range(1, max_epochs + 1), disable=not progress, desc="mask epochs", leave=False):
             idx = torch.as_tensor(np.flatnonzero(active), device=device)
             order = [None] if per_image else rng.permutation(len(x))
-            for i in order:
+            for step, i in enumerate(order):
                 m = mask[idx]
                 area, smooth = mask_regularization(m, **reg)
                 prob = probability(m, x[idx] if per_image else x[i:i + 1])
@@ -299,6 +306,7 @@ def optimize_mask(model: nn.Module, # trained classifier (frozen during the opti
                 optimiser.zero_grad(set_to_none=True); loss.backward(); optimiser.step()
                 with torch.no_grad(): mask.clamp_(0.0, 1.0)  # rows of stopped masks may drift (Adam momentum): only their best is kept
                 if not per_image: updates.append((epoch, int(used[i]), loss.detach(), prob.detach()))  # no host sync per update
+                if step % 16 == 15: release_freed_memory()  # image-sized temporaries each update: see nbs/00_core
             with torch.no_grad():
                 m = mask[idx]
                 area, smooth = mask_regularization(m, **reg)
@@ -316,6 +324,7 @@ def optimize_mask(model: nn.Module, # trained classifier (frozen during the opti
             wait[ids] = np.where(improved, 0, wait[ids] + 1)
             rows.append({"epoch": epoch, "loss": float(val.mean()), "probability": float(prob.mean()), "area": float(area.mean()),
                          "smoothness": float(smooth.mean()), "improved": int(improved.sum()), "active": int(active.sum())})
+            release_freed_memory()
             stopping = ids[wait[ids] >= patience]
             stop_epoch[stopping] = epoch; active[stopping] = False
             if not active.any(): break
@@ -325,7 +334,7 @@ def optimize_mask(model: nn.Module, # trained classifier (frozen during the opti
     final = np.where(raw > threshold, 1.0, raw).astype(np.float32)
     params = dict(target_class=target_class, lambda1=lambda1, lambda2=lambda2, beta1=beta1, beta2=beta2, lr=lr, mu=mu,
                   per_image=per_image, max_epochs=max_epochs, patience=patience, tolerance=tolerance, threshold=threshold,
-                  normalization=normalization, eps=eps, adam_betas=tuple(adam_betas), seed=seed)
+                  normalization=normalization, eps=eps, optimizer=optimizer, adam_betas=tuple(adam_betas), seed=seed)
     update_table = pd.DataFrame({"epoch": [u[0] for u in updates], "image": [u[1] for u in updates],
                                  "loss": torch.stack([u[2] for u in updates]).cpu().numpy() if updates else [],
                                  "probability": torch.stack([u[3].reshape(()) for u in updates]).cpu().numpy() if updates else []})
@@ -358,20 +367,33 @@ def session_masks(model: nn.Module, images, *, lambda1: float = 1e-4, lambda2: f
                          **{**SCHEDULES["session"], **overrides})
 
 # %% ../../nbs/42_perturbation_masks.ipynb #4c54455c
-def flag_loss_jumps(result: MaskResult, z_threshold: float = 3.5) -> pd.DataFrame:
-    "Per image of a group-mask run: mean loss jump over epochs, robust z-score and a `flagged` column."
+def flag_loss_jumps(result: MaskResult, # a group-level mask run (its per-update losses)
+                    z_threshold: float = 3.5, # robust z-score of a session's mean jump above which it is an outlier
+                    min_relative_jump: float = 0.05, # ... and the mean jump relative to the previous loss it must also exceed
+                    skip_epochs: int = 1, # leading epochs left out (the mask's initial fall), when later ones exist
+                   ) -> pd.DataFrame:
+    "Per image of a group-mask run: mean loss jump (absolute and relative) over its updates, robust z-score and a `flagged` column."
+    _number("z_threshold", z_threshold); _number("min_relative_jump", min_relative_jump, low=0)
+    _number("skip_epochs", skip_epochs, low=0, integer=True)
     u = result.update_losses
     if u.empty: raise ValueError("no per-update losses: flag_loss_jumps needs a group-level result")
-    u = u.assign(jump=u.loss.diff())
+    previous = u.loss.shift()
+    u = u.assign(jump=u.loss - previous, relative_jump=(u.loss - previous) / previous.abs().clip(lower=np.finfo(float).tiny))
     u = u[u.index > 0]
-    table = u.groupby("image").agg(mean_jump=("jump", "mean"), mean_probability=("probability", "mean")).reset_index()
+    if (u.epoch > skip_epochs).any(): u = u[u.epoch > skip_epochs]
+    table = u.groupby("image").agg(mean_jump=("jump", "mean"), mean_relative_jump=("relative_jump", "mean"),
+                                   mean_probability=("probability", "mean"), updates=("jump", "size")).reset_index()
     mad = 1.4826 * (table.mean_jump - table.mean_jump.median()).abs().median()
     table["robust_z"] = (table.mean_jump - table.mean_jump.median()) / (mad if mad > 0 else np.finfo(float).eps)
-    table["flagged"] = table.robust_z > z_threshold
+    table["flagged"] = (table.robust_z > z_threshold) & (table.mean_relative_jump > min_relative_jump)
     return table.sort_values("robust_z", ascending=False).reset_index(drop=True)
 
 def flagged_sessions(result: MaskResult, # a group-level mask run whose `update_losses.image` holds session identifiers
-                     z_threshold: float = 3.5) -> list:
+                     z_threshold: float = 3.5, # see `flag_loss_jumps`
+                     min_relative_jump: float = 0.05, # see `flag_loss_jumps`
+                     skip_epochs: int = 1, # see `flag_loss_jumps`
+                    ) -> list:
     "The identifiers of the sessions QC step 2 removes from every later mask."
-    flags = flag_loss_jumps(result, z_threshold)
+    flags = flag_loss_jumps(result, z_threshold, min_relative_jump, skip_epochs)
     return flags.image[flags.flagged].tolist()
+

@@ -31,7 +31,7 @@ __all__ = ['PROFILES', 'STUDY_VERSION', 'PAPER_NUMBERS', 'study_config', 'study_
            'run_study', 'PerturbationStudyResults', 'load_results']
 
 # %% ../../nbs/44_perturbation_study.ipynb #e6559333
-_MASK_COMMON = dict(PAPER_MASK_SETTINGS, normalization="mean", mu=1.0, threshold=0.95, qc_threshold=0.95, qc_z_threshold=3.5,
+_MASK_COMMON = dict(PAPER_MASK_SETTINGS, normalization="mean", mu=1.0, threshold=0.95, qc_threshold=0.95, qc_z_threshold=3.5, qc_min_relative_jump=0.05,
                     session_regularization_factor=100.0, roi_weighting="mean")
 PROFILES = {
     "quick": dict(_MASK_COMMON, resolution=4.0,
@@ -292,9 +292,13 @@ def run_study(cohort=None, # the first (ADNI-like) cohort: a CAPS folder, a Coho
     probe = work.get("qc_probe", lambda: group(f0, 0, max_images=None))
     flagged = []
     if probe is not None:
-        flags = flag_loss_jumps(probe["result"], config["qc_z_threshold"]).rename(columns={"image": "key"})
+        flags = flag_loss_jumps(probe["result"], config["qc_z_threshold"], config["qc_min_relative_jump"]).rename(columns={"image": "key"})
         flagged = flags.key[flags.flagged].tolist()
         tables["qc_step2"] = flags.merge(s1[["key", "participant_id", "session_id", "label", "max_gm"]], on="key", how="left")
+        planted = read_phantom_truth(first)  # on a phantom: which sessions carry a planted defect, to score the check against
+        if planted is not None and "defect" in planted.sessions:
+            defects = planted.sessions.assign(key=planted.sessions.participant_id + "/" + planted.sessions.session_id)[["key", "defect"]]
+            tables["qc_step2"] = tables["qc_step2"].merge(defects, on="key", how="left")
     meta["qc_step2_removed"] = flagged
     lap("qc_step2")
 
@@ -546,5 +550,4 @@ class PerturbationStudyResults(StudyResults):
 
 def load_results(folder: str | os.PathLike) -> PerturbationStudyResults:
     "The results of a finished run_study from its folder."
-    if not (Path(folder) / "masks.npz").exists(): raise FileNotFoundError(f"{folder}: masks.npz is missing: the results folder is incomplete; delete it and rerun the study")
-    return load_study_results(folder, PerturbationStudyResults, _TABLES)
+    return load_study_results(folder, PerturbationStudyResults, _TABLES, required=("masks.npz",))
