@@ -4,7 +4,9 @@ Prints mask iterations/s (one Adam update of a group mask on one image, as `opti
 training-step iterations/s (forward + cross-entropy backward through the weights, batch of 1) at the quick (4 mm,
 46x55x46, 5 blocks) and paper (1.5 mm, 121x145x121, 7 blocks) grids, on CPU and on CUDA when present; and the cost of
 the two regularisers of eq. (2) on the paper's grid: the numba kernel `optimize_mask` uses vs the same expression in
-torch autograd. Goal: mask step <= 1.3x the plain step. Run: `python benchmarks/mask_benchmark.py [--paper-iters N]`.
+torch autograd; and the resident memory a long mask run keeps on the paper's grid, with `optimize_mask` returning freed heap
+memory (glibc malloc_trim, every 16 updates) vs the same run without it. Goals: mask step <= 1.3x the plain step; memory
+flat in the number of updates. Run: `python benchmarks/mask_benchmark.py [--paper-iters N] [--memory-updates N]`.
 """
 import argparse, time
 import numpy as np
@@ -54,6 +56,7 @@ def main():
     parser.add_argument("--quick-iters", type=int, default=40)
     parser.add_argument("--paper-iters", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds (best of each kept)")
+    parser.add_argument("--memory-updates", type=int, default=400, help="updates of the memory comparison (0: skip it)")
     args = parser.parse_args()
     torch.manual_seed(0)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
@@ -75,6 +78,41 @@ def main():
             print(f"{name:28s} {device.type:6s} {mask:10.2f} {plain:13.2f} {plain / mask:15.2f}x", flush=True)
     costs = regulariser_costs()
     print("regularisers on 121x145x121 (forward + backward): " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in costs.items()))
+    if args.memory_updates:
+        growth = {name: memory_growth(args.memory_updates, trim) for name, trim in (("without malloc_trim (peer)", False), ("optimize_mask", True))}
+        print(f"resident memory gained over {args.memory_updates} updates on 121x145x121: " +
+              ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in growth.items()) +
+              f"; peer / optimize_mask {growth['without malloc_trim (peer)'] / max(growth['optimize_mask'], 1e6):.1f}x")
+
+
+class DenseReadout(nn.Module):
+    "A cheap classifier with a CNN-like dense input gradient (see nbs/42): the memory comparison times no convolutions."
+    def __init__(self, shape, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.psi, self.phase = 1e-3 * torch.rand(shape, generator=g), 6.283 * torch.rand(shape, generator=g)
+    def forward(self, x):
+        z = 8.0 + (self.psi * torch.cos(50 * x[:, 0] + self.phase)).sum((1, 2, 3)) / 50
+        return torch.stack([-z / 2, z / 2], 1)
+
+
+def memory_growth(updates, trim, shape=(121, 145, 121)):
+    "Peak resident bytes gained by a group-mask run of `updates` updates (four images), with or without malloc_trim."
+    import threading
+    import neurocomp.perturbation.masks as masks
+    rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096
+    x = torch.rand(4, *shape)
+    model = DenseReadout(shape)
+    original = masks.release_freed_memory
+    if not trim: masks.release_freed_memory = lambda: False
+    start, peak, done = rss(), [0], threading.Event()
+    def watch():
+        while not done.is_set(): peak[0] = max(peak[0], rss()); time.sleep(0.2)
+    watcher = threading.Thread(target=watch, daemon=True); watcher.start()
+    try: optimize_mask(model, x, 1, 1e-4, 1e-3, 0.1, 1.0, max_epochs=updates // 4, patience=updates, only_correct=False, validation_images=x[:1])
+    finally: masks.release_freed_memory = original; done.set(); watcher.join()
+    masks.release_freed_memory()
+    return max(peak[0], rss()) - start
 
 
 def regulariser_costs(rounds=3):
