@@ -14,7 +14,7 @@ from scipy import stats
 from .core import staged_directory
 
 # %% auto #0
-__all__ = ['STUDY_COMPLETE', 'VoxelwiseResults', 'StudyResults', 'make_study_config', 'load_study_results']
+__all__ = ['STUDY_COMPLETE', 'VoxelwiseResults', 'StudyResults', 'make_study_config', 'load_study_results', 'finished_study']
 
 # %% ../nbs/07_results.ipynb #6451d8a6
 @dataclass
@@ -165,3 +165,15 @@ def load_study_results(folder: str | os.PathLike, # a finished run_study's resul
     if "masks" in {f.name for f in dataclasses.fields(cls)} and (folder / "masks.npz").exists():
         with np.load(folder / "masks.npz") as z: options["masks"] = {k: z[k] for k in z.files}
     return cls(config, **options)
+
+def finished_study(folder: Path, # the results folder a run_study publishes into
+                   key: dict, # what identifies the run (config and input fingerprints), as complete.json stores it
+                  ) -> bool:
+    "True when `folder` holds this run's finished results; a folder holding other files (not study results) is refused."
+    import json
+    done = Path(folder) / STUDY_COMPLETE
+    if done.exists() and json.loads(done.read_text()).get("key") == json.loads(json.dumps(key, default=str)): return True
+    if Path(folder).exists() and any(Path(folder).iterdir()) and not done.exists():
+        raise ValueError(f"output_dir {folder} exists and holds files that are not study results: choose an empty or new folder")
+    return False
+

@@ -44,17 +44,20 @@ def _header(item):
     try: return nib.load(src) if isinstance(src, (str, os.PathLike)) else src
     except Exception as e: raise ValueError(f"cannot read lesion mask {_describe(item)}: {e}") from e
 
-def _reference_grid(items) -> tuple[tuple, np.ndarray, int]:
-    "The grid (shape, affine) most masks share, and how many share it, from the headers alone."
+def _reference_grid(items) -> tuple[tuple, np.ndarray, int, list]:
+    "The grid (shape, affine) most masks share, how many share it, and the items with their images opened (each file once)."
     # the majority, not the first mask: when the first mask is the odd one out, the error then names it, not the second
-    grids = Counter()
-    first_of = {}
+    grids, first_of, opened, by_path = Counter(), {}, [], {}
     for item in items:
-        img = _header(item)
+        src, vol = item
+        is_path = isinstance(src, (str, os.PathLike))
+        img = by_path[src] if is_path and src in by_path else _header(item)  # a 4D file's volumes share one header read
+        if is_path: by_path[src] = img
+        opened.append((img, vol))  # the reading passes use these proxies: no file's header is parsed again
         key = (tuple(img.shape[:3]), tuple(np.round(np.asarray(img.affine, float), 4).ravel()))
         grids[key] += 1; first_of.setdefault(key, img.affine)
     (shape, key_affine), count = grids.most_common(1)[0]  # a tie goes to the grid met first
-    return shape, np.asarray(first_of[(shape, key_affine)], float), count
+    return shape, np.asarray(first_of[(shape, key_affine)], float), count, opened
 
 def _read_mask(item, shape=None, affine=None, reference: str = "the reference grid") -> tuple[np.ndarray, np.ndarray, tuple]:
     "One subject's mask as a flat bool array, after checking grid and binary values."
@@ -87,7 +90,7 @@ def load_lesion_matrix(masks, # a 4D NIfTI (path or image), or a list of 3D mask
     "Lesion matrix (subjects x voxels with non-zero incidence, uint8), those voxels' flat indices, and a template image."
     from tqdm.auto import tqdm
     items = _as_images(masks)
-    shape, affine, n_on_grid = _reference_grid(items)
+    shape, affine, n_on_grid, items = _reference_grid(items)
     reference = f"the grid {n_on_grid} of the {len(items)} masks share"
     restrict = None
     if mask_img is not None:

@@ -377,8 +377,8 @@ def flag_loss_jumps(result: MaskResult, # a group-level mask run (its per-update
     _number("skip_epochs", skip_epochs, low=0, integer=True)
     u = result.update_losses
     if u.empty: raise ValueError("no per-update losses: flag_loss_jumps needs a group-level result")
-    previous = u.loss.shift()
-    u = u.assign(jump=u.loss - previous, relative_jump=(u.loss - previous) / previous.abs().clip(lower=np.finfo(float).tiny))
+    jump = u.loss.diff()
+    u = u.assign(jump=jump, relative_jump=jump / u.loss.shift().abs().clip(lower=np.finfo(float).tiny))
     u = u[u.index > 0]
     if (u.epoch > skip_epochs).any(): u = u[u.epoch > skip_epochs]
     table = u.groupby("image").agg(mean_jump=("jump", "mean"), mean_relative_jump=("relative_jump", "mean"),

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from ..core import atomic_path, cache_dir, check_memory, get_device, params_hash, provenance, staged_directory, write_json_atomic
 from ..cohorts import Cohort, load_caps_cohort
-from ..results import StudyResults, make_study_config, load_study_results, STUDY_COMPLETE
+from ..results import StudyResults, make_study_config, load_study_results, finished_study, STUDY_COMPLETE
 from ..training import predict
 from .phantom import SUBTYPES, write_phantom_cohort, read_phantom_truth, planted_roi_names
 from .classifier import (ADClassifier, DEFAULT_FILTERS, DEFAULT_SUB_BLOCKS, architecture_table, balanced_accuracy,
@@ -201,11 +201,7 @@ def run_study(cohort=None, # the first (ADNI-like) cohort: a CAPS folder, a Coho
                          f"{None if first.grid is None else first.grid.shape} and {None if second is None or second.grid is None else second.grid.shape}")
     key = {"config": config, "first": first.fingerprint(), "second": None if second is None else second.fingerprint()}
     folder = Path(output_dir) if output_dir is not None else cache_dir("thibeausutre2020") / params_hash(key)
-    done = folder / STUDY_COMPLETE
-    if done.exists() and json.loads(done.read_text()).get("key") == json.loads(json.dumps(key, default=str)):
-        return load_results(folder)
-    if folder.exists() and any(folder.iterdir()) and not done.exists():
-        raise ValueError(f"output_dir {folder} exists and holds files that are not study results: choose an empty or new folder")
+    if finished_study(folder, key): return load_results(folder)
     work = _Work(folder.parent / f".{folder.name}.work", key)
     seed, timings, t0 = config["seed"], {}, [time.perf_counter()]
     def lap(name):
@@ -291,13 +287,13 @@ def run_study(cohort=None, # the first (ADNI-like) cohort: a CAPS folder, a Coho
         return {"result": r, "sessions": s1.key.iloc[idx].tolist(), "p_validation": masked_probability(models[fold, run], xv, r.mask, device=device)}
     probe = work.get("qc_probe", lambda: group(f0, 0, max_images=None))
     flagged = []
+    truth = read_phantom_truth(first)  # a phantom's planted truth (None for real data): scores QC step 2 here, the maps in step 10
     if probe is not None:
         flags = flag_loss_jumps(probe["result"], config["qc_z_threshold"], config["qc_min_relative_jump"]).rename(columns={"image": "key"})
         flagged = flags.key[flags.flagged].tolist()
         tables["qc_step2"] = flags.merge(s1[["key", "participant_id", "session_id", "label", "max_gm"]], on="key", how="left")
-        planted = read_phantom_truth(first)  # on a phantom: which sessions carry a planted defect, to score the check against
-        if planted is not None and "defect" in planted.sessions:
-            defects = planted.sessions.assign(key=planted.sessions.participant_id + "/" + planted.sessions.session_id)[["key", "defect"]]
+        if truth is not None and "defect" in truth.sessions:  # which sessions carry a planted defect, to score the check against
+            defects = truth.sessions.assign(key=truth.sessions.participant_id + "/" + truth.sessions.session_id)[["key", "defect"]]
             tables["qc_step2"] = tables["qc_step2"].merge(defects, on="key", how="left")
     meta["qc_step2_removed"] = flagged
     lap("qc_step2")
@@ -405,7 +401,6 @@ def run_study(cohort=None, # the first (ADNI-like) cohort: a CAPS folder, a Coho
     lap("folds_vs_runs")
 
     # 10. truth scores on a phantom
-    truth = read_phantom_truth(first)
     if truth is not None:
         score_rows = []
         paper_rois = [f"{r}_{s}" for r in truth.paper_reported_regions for s in ("L", "R")]

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from ..core import cache_dir, params_hash, provenance, staged_directory, write_json_atomic
 from ..cohorts import UKB_IMAGE, load_ukb_cohort
-from ..results import StudyResults as _StudyResults, make_study_config, load_study_results, STUDY_COMPLETE
+from ..results import StudyResults as _StudyResults, make_study_config, load_study_results, finished_study, STUDY_COMPLETE
 from .phantom import (DEFAULT_EFFECTS, PHANTOM_DEFAULTS, REGIONS, check_effects, phantom_cohort_dir,
                                        read_truth)
 from .methods import (FEATURE_REGION, PAPER_TEST_FRACTION, RESIDUAL_TYPES, VOLUME_MODELS, assign_splits,
@@ -163,11 +163,7 @@ def run_study(cohort=None, # a cohort, a UK Biobank-layout folder, or None (the 
     cohort = load_study_cohort(cohort, config, n_jobs, progress)
     key = {"config": config, "cohort": cohort_fingerprint(cohort)}
     folder = Path(output_dir) if output_dir is not None else cache_dir("brueggeman2020") / params_hash(key)
-    done = folder / STUDY_COMPLETE
-    if done.exists() and json.loads(done.read_text()).get("key") == json.loads(json.dumps(key, default=str)):
-        return load_results(folder)
-    if folder.exists() and any(folder.iterdir()) and not done.exists():
-        raise ValueError(f"output_dir {folder} exists and holds files that are not study results: choose an empty or new folder")
+    if finished_study(folder, key): return load_results(folder)
     work = folder.parent / f".{folder.name}.work"; work.mkdir(parents=True, exist_ok=True)
     seed, timings, t0 = config["seed"], {}, time.perf_counter()
     def lap(name):
